@@ -1,0 +1,208 @@
+"""Frozen, validated configuration grouped by concern.
+
+Precedence: dataclass defaults, then a YAML file (``configs/*.yaml``), then CLI overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Ultralytics' YOLOv8 compound scales: (depth multiple, width multiple, max channels).
+SCALES: dict[str, tuple[float, float, int]] = {
+    "n": (0.33, 0.25, 1024),
+    "s": (0.33, 0.50, 1024),
+    "m": (0.67, 0.75, 768),
+    "l": (1.00, 1.00, 512),
+    "x": (1.00, 1.25, 512),
+    # Not an Ultralytics scale: a random-init model small enough for unit tests.
+    "tiny": (0.33, 0.125, 256),
+}
+NECKS = ("pan", "slim")
+BACKENDS = ("auto", "gather", "spconv", "dense")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; known: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a SparseYOLO model; embedded in every checkpoint.
+
+    Attributes:
+        scale: one of ``SCALES``; sets depth, width and max channels.
+        nc: number of classes.
+        names: class names, ``len(names) == nc`` (defaults to ``class{i}``).
+        neck: ``pan`` (YOLOv8's own) or ``slim`` (GSConv + VoVGSCSP).
+    """
+
+    scale: str = "n"
+    nc: int = 80
+    names: tuple[str, ...] = ()
+    neck: str = "pan"
+
+    def __post_init__(self) -> None:
+        _choice("scale", self.scale, list(SCALES))
+        _choice("neck", self.neck, NECKS)
+        if self.nc < 1:
+            raise ValueError(f"nc must be >= 1, got {self.nc}")
+        names = tuple(self.names) or tuple(f"class{i}" for i in range(self.nc))
+        if len(names) != self.nc:
+            raise ValueError(f"{len(names)} class names given for nc={self.nc}")
+        object.__setattr__(self, "names", names)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Which cells the sparse stem computes.
+
+    Attributes:
+        name: mask implementation (see ``sparse_yolo.masks.MASKS``).
+        cell: cell edge in pixels; the active set is aligned to it (8, 16 or 32).
+        context: cells of dilation around whatever the mask marks.
+        min_blob: active groups smaller than this many cells are dropped as specks,
+            unless their own score is strong (see ``masks``).
+        max_active: keep at most this fraction of cells (top-scoring), or None.
+        threshold: scale of the adaptive threshold (higher marks fewer cells).
+    """
+
+    name: str = "gradient"
+    cell: int = 16
+    context: int = 1
+    min_blob: int = 3
+    max_active: float | None = None
+    threshold: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.cell not in (8, 16, 32):
+            raise ValueError(f"mask cell must be 8, 16 or 32 px, got {self.cell}")
+        if self.context < 0 or self.min_blob < 1:
+            raise ValueError("mask context must be >= 0 and min_blob >= 1")
+        if self.max_active is not None and not 0.0 < self.max_active <= 1.0:
+            raise ValueError(f"max_active must be in (0, 1], got {self.max_active}")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How stride-8 features are cut into dense windows.
+
+    Attributes:
+        margin: stride-8 cells of context added around each active group.
+        merge_slack: merge two windows when the union box costs at most this factor
+            of their separate areas (1.0 = merge only when it is no dearer).
+    """
+
+    margin: int = 8
+    merge_slack: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.margin < 0 or self.merge_slack < 1.0:
+            raise ValueError("window margin must be >= 0 and merge_slack >= 1.0")
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Decoding and merging of detections (boxes are xyxy in image pixels)."""
+
+    conf: float = 0.25
+    iou: float = 0.5
+    max_det: int = 3000
+    agnostic: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf <= 1.0 or not 0.0 < self.iou <= 1.0:
+            raise ValueError("conf must be in [0, 1] and iou in (0, 1]")
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """Raster tiling: windows read from disk, in pixels."""
+
+    tile: int = 4096
+    overlap: int = 128
+
+    def __post_init__(self) -> None:
+        if self.tile < 64 or not 0 <= self.overlap < self.tile // 2:
+            raise ValueError("tile must be >= 64 and overlap in [0, tile/2)")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Everything the inference pipeline needs besides the weights."""
+
+    backend: str = "auto"
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    post: PostprocessConfig = field(default_factory=PostprocessConfig)
+    tiling: TileConfig = field(default_factory=TileConfig)
+
+    def __post_init__(self) -> None:
+        _choice("backend", self.backend, BACKENDS)
+
+    def replace(self, **overrides: Any) -> DetectorConfig:
+        """Return a copy with dotted overrides applied, e.g. ``{"mask.name": "all"}``."""
+        return from_dict(_merge(dataclasses.asdict(self), _undot(overrides)))
+
+
+def _undot(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None and not key.endswith("max_active"):
+            continue
+        *parents, leaf = key.split(".")
+        node = nested
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return nested
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+_SECTIONS = {
+    "mask": MaskConfig,
+    "window": WindowConfig,
+    "post": PostprocessConfig,
+    "tiling": TileConfig,
+}
+
+
+def from_dict(data: dict[str, Any]) -> DetectorConfig:
+    """Build a validated ``DetectorConfig`` from nested plain data."""
+    known = {f.name for f in dataclasses.fields(DetectorConfig)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; known: {sorted(known)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        cls = _SECTIONS.get(key)
+        if cls is None:
+            kwargs[key] = value
+            continue
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = set(value) - fields
+        if bad:
+            raise ValueError(f"unknown {key} keys {sorted(bad)}; known: {sorted(fields)}")
+        kwargs[key] = cls(**value)
+    return DetectorConfig(**kwargs)
+
+
+def load_config(path: str | Path | None) -> DetectorConfig:
+    """Read a pipeline YAML file (or return defaults when ``path`` is None)."""
+    if path is None:
+        return DetectorConfig()
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return from_dict(data)

@@ -1,0 +1,370 @@
+"""Backends that run Ultralytics ``Conv`` modules on active sites only.
+
+Every backend reads the parameters of the same ``Conv`` modules (no copies are stored)
+and applies the rules of :mod:`sparse_yolo.sparse.active`:
+
+* ``gather``: pure torch. A neighbour table per active level, then each 3x3 conv is an
+  im2col gather plus one matmul, chunked to bound memory. CPU default; inference only.
+* ``spconv``: ``SubMConv2d`` and strided ``SparseConv2d``. CUDA default.
+* ``dense``: ``F.conv2d`` (the module's own forward) plus explicit masks: the reference,
+  the fallback without spconv, and the training path (autograd and BatchNorm statistics).
+
+Features move between layers as ``Rows`` (sparse backends: an (N + 1, C) table whose last
+row is zero, so a neighbour index of ``N`` reads zeros) or ``Grid`` (dense backend).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparse_yolo.sparse.active import ActiveLevel, ActivePyramid
+
+# Bytes of im2col columns materialised at once by the gather kernel.
+_CHUNK_BYTES = 32 * 2**20
+
+
+@dataclass
+class ImageInput:
+    """Stride-1 input: an (H, W, 3) uint8 BGR image and the pyramid of its active cells."""
+
+    image: torch.Tensor
+    pyramid: ActivePyramid
+
+
+@dataclass
+class Rows:
+    """Sparse features: (N + 1, C) float, row ``i`` at ``level.coords[i]``, last row zero."""
+
+    feats: torch.Tensor
+    level: ActiveLevel
+    pyramid: ActivePyramid
+
+
+@dataclass
+class Grid:
+    """Dense features: (1, C, H, W) float, zero wherever ``pyramid.mask(stride)`` is off."""
+
+    x: torch.Tensor
+    stride: int
+    pyramid: ActivePyramid
+
+
+def fold_conv(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an Ultralytics ``Conv`` (conv + BatchNorm) into one weight and bias.
+
+    Returns:
+        weight (Cout, Cin, kh, kw) and bias (Cout,), both derived, never stored.
+    """
+    conv = m.conv
+    if conv.groups != 1:
+        raise ValueError("grouped convolutions belong to the dense part of the model")
+    w = conv.weight
+    b = conv.bias if conv.bias is not None else torch.zeros_like(w[:, 0, 0, 0])
+    bn = getattr(m, "bn", None)
+    if bn is None:  # already fused by ultralytics' fuse()
+        return w, b
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return w * scale[:, None, None, None], bn.bias + (b - bn.running_mean) * scale
+
+
+def conv_kind(m: nn.Module) -> str:
+    """``pointwise``, ``subm`` (3x3 stride 1) or ``strided`` (3x3 stride 2, pad 1)."""
+    k, s, p = m.conv.kernel_size, m.conv.stride, m.conv.padding
+    if k == (1, 1) and s == (1, 1):
+        return "pointwise"
+    if k == (3, 3) and p == (1, 1) and s in ((1, 1), (2, 2)):
+        return "subm" if s == (1, 1) else "strided"
+    raise ValueError(f"sparse stem supports 1x1 and 3x3 (stride 1 or 2) convs, got k={k} s={s}")
+
+
+def _activate(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    if isinstance(m.act, nn.SiLU):
+        return F.silu(out, inplace=True)
+    return m.act(out)
+
+
+class SparseBackend:
+    """Interface shared by the backends; the stem walker only uses these methods."""
+
+    name = "base"
+    channel_dim = -1
+
+    def enter(self, image: torch.Tensor, pyramid: ActivePyramid) -> ImageInput:
+        return ImageInput(image, pyramid)
+
+    def conv(self, m: nn.Module, x):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def split(self, x, chunks: int) -> list:
+        return [self._wrap(x, t) for t in self._data(x).chunk(chunks, self.channel_dim)]
+
+    def cat(self, xs: list):
+        return self._wrap(xs[0], torch.cat([self._data(x) for x in xs], self.channel_dim))
+
+    def add(self, a, b):
+        return self._wrap(a, self._data(a) + self._data(b))
+
+    def grid(self, x) -> torch.Tensor:
+        """(1, C, H, W) dense view of features (for tests and tools, not the hot path)."""
+        raise NotImplementedError
+
+    def windows(self, x, boxes: torch.Tensor) -> torch.Tensor:
+        """Densify equal-sized windows of stride-8 features.
+
+        Args:
+            boxes: (B, 4) long (y0, x0, h, w) in stride units; every h and w equal.
+
+        Returns:
+            (B, C, h, w) float in channels-last memory format.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def _data(x) -> torch.Tensor:
+        return x.feats if isinstance(x, Rows) else x.x
+
+    @staticmethod
+    def _wrap(like, data: torch.Tensor):
+        if isinstance(like, Rows):
+            return Rows(data, like.level, like.pyramid)
+        return Grid(data, like.stride, like.pyramid)
+
+
+class DenseBackend(SparseBackend):
+    """Reference: each module's own forward on the full grid, then the active mask."""
+
+    name = "dense"
+    channel_dim = 1
+
+    def conv(self, m: nn.Module, x) -> Grid:
+        if isinstance(x, ImageInput):
+            x = self._image_grid(x)
+        kind = conv_kind(m)
+        stride = x.stride * 2 if kind == "strided" else x.stride
+        mask = x.pyramid.mask(stride).to(x.x.dtype)
+        return Grid(m(x.x) * mask, stride, x.pyramid)
+
+    @staticmethod
+    def _image_grid(inp: ImageInput) -> Grid:
+        h, w = inp.image.shape[:2]
+        hp, wp = inp.pyramid.padded_shape
+        rgb = inp.image.flip(-1).permute(2, 0, 1).float().div_(255)
+        x = F.pad(rgb, (0, wp - w, 0, hp - h))[None]
+        return Grid(x * inp.pyramid.mask(1).to(x.dtype), 1, inp.pyramid)
+
+    def grid(self, x: Grid) -> torch.Tensor:
+        return x.x
+
+    def windows(self, x: Grid, boxes: torch.Tensor) -> torch.Tensor:
+        crops = [x.x[0, :, y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes.tolist()]
+        return torch.stack(crops).contiguous(memory_format=torch.channels_last)
+
+
+class RowsBackend(SparseBackend):
+    """Shared parts of the backends that keep features as rows of active sites."""
+
+    def grid(self, x: Rows) -> torch.Tensor:
+        h, w = x.level.shape
+        out = x.feats.new_zeros(h * w, x.feats.shape[1])
+        out[x.level.coords[:, 0] * w + x.level.coords[:, 1]] = x.feats[:-1]
+        return out.view(h, w, -1).permute(2, 0, 1)[None]
+
+    def windows(self, x: Rows, boxes: torch.Tensor) -> torch.Tensor:
+        h, w = x.level.shape
+        b, (bh, bw) = boxes.shape[0], (int(boxes[0, 2]), int(boxes[0, 3]))
+        dy = torch.arange(bh, device=boxes.device)
+        dx = torch.arange(bw, device=boxes.device)
+        ys = boxes[:, 0, None, None] + 1 + dy[None, :, None]
+        xs = boxes[:, 1, None, None] + 1 + dx[None, None, :]
+        idx = x.level.index[ys * (w + 2) + xs]  # (B, bh, bw) rows, N where inactive
+        return x.feats[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _finish(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
+        out = _activate(m, out)
+        out[-1].zero_()
+        return out
+
+    @staticmethod
+    def _level_out(m: nn.Module, x: Rows | ImageInput) -> tuple[ActiveLevel, ActivePyramid]:
+        if isinstance(x, ImageInput):
+            return x.pyramid.level(2), x.pyramid
+        if conv_kind(m) == "strided":
+            return x.pyramid.level(x.level.stride * 2), x.pyramid
+        return x.level, x.pyramid
+
+
+class GatherBackend(RowsBackend):
+    """Pure-torch gather-GEMM kernel: fastest on CPU; inference only."""
+
+    name = "gather"
+
+    def conv(self, m: nn.Module, x: Rows | ImageInput) -> Rows:
+        if torch.is_grad_enabled():
+            raise RuntimeError("the gather backend is inference-only; train with backend='dense'")
+        weight, bias = fold_conv(m)
+        level, pyramid = self._level_out(m, x)
+        if isinstance(x, ImageInput):
+            out = self._image_conv(x, weight, bias, level)
+            return Rows(self._finish(m, out), level, pyramid)
+        kind = conv_kind(m)
+        if kind == "pointwise":
+            out = torch.addmm(bias, x.feats, weight.flatten(1).t())
+            return Rows(self._finish(m, out), level, pyramid)
+        table = level.neighbours() if kind == "subm" else level.strided_neighbours(x.level)
+        cols_w = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()  # (9*Cin, Cout)
+        out = x.feats.new_empty(level.n + 1, weight.shape[0])
+        cin = x.feats.shape[1]
+        step = max(1, _CHUNK_BYTES // (9 * cin * x.feats.element_size()))
+        for i in range(0, level.n, step):
+            rows = table[i : i + step].reshape(-1)
+            cols = x.feats.index_select(0, rows).view(-1, 9 * cin)
+            torch.addmm(bias, cols, cols_w, out=out[i : min(i + step, level.n)])
+        return Rows(self._finish(m, out), level, pyramid)
+
+    @staticmethod
+    def _image_conv(
+        inp: ImageInput, weight: torch.Tensor, bias: torch.Tensor, level: ActiveLevel
+    ) -> torch.Tensor:
+        """First layer (3x3 stride 2) gathered straight from the uint8 BGR image."""
+        img, pyramid = inp.image, inp.pyramid
+        h, w = img.shape[:2]
+        cell, cells = pyramid.cell, pyramid.cells
+        flat = img.reshape(-1, 3)
+        # BGR -> RGB by reordering the weight's input channels instead of the image.
+        cols_w = weight.flip(1).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()
+        off = torch.arange(-1, 2, device=img.device)
+        out = torch.empty(level.n + 1, weight.shape[0], dtype=weight.dtype, device=img.device)
+        step = max(1, _CHUNK_BYTES // (27 * 4))
+        for i in range(0, level.n, step):
+            c = level.coords[i : i + step]
+            py = (c[:, 0:1] * 2 + off)[:, :, None]  # (n, 3, 1)
+            px = (c[:, 1:2] * 2 + off)[:, None, :]  # (n, 1, 3)
+            inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+            pyc, pxc = py.clamp(0, h - 1), px.clamp(0, w - 1)
+            valid = inside & cells[pyc // cell, pxc // cell]  # (n, 3, 3)
+            pix = flat[(pyc * w + pxc).reshape(-1)].view(-1, 9, 3)
+            cols = (pix * valid.reshape(-1, 9, 1)).to(weight.dtype).div_(255).view(-1, 27)
+            torch.addmm(bias, cols, cols_w, out=out[i : min(i + step, level.n)])
+        return out
+
+
+class SpconvBackend(RowsBackend):
+    """spconv ``SubMConv2d`` / ``SparseConv2d``; features stay in our row order."""
+
+    name = "spconv"
+
+    def __init__(self) -> None:
+        import spconv.pytorch as spconv  # noqa: PLC0415 - optional dependency
+
+        self._sp = spconv
+        self._mods: dict[tuple[int, str], nn.Module] = {}
+
+    def conv(self, m: nn.Module, x: Rows | ImageInput) -> Rows:
+        if isinstance(x, ImageInput):
+            x = self._image_rows(x)
+        weight, bias = fold_conv(m)
+        level, pyramid = self._level_out(m, x)
+        kind = conv_kind(m)
+        if kind == "pointwise":
+            out = torch.addmm(bias, x.feats, weight.flatten(1).t())
+            return Rows(self._finish(m, out), level, pyramid)
+        sp = self._module(m, kind, x.level.stride)
+        # spconv stores weights as [out, kh, kw, in]; this is the one conversion point.
+        sp.weight.data = weight.permute(0, 2, 3, 1).contiguous()
+        tensor = self._sp.SparseConvTensor(
+            x.feats[:-1].contiguous(), self._indices(x.level), list(x.level.shape), 1
+        )
+        with _single_thread_on_cpu(tensor.features.device):
+            y = sp(tensor)
+        out = bias.expand(level.n + 1, -1).clone()
+        if kind == "subm":
+            out[:-1] += y.features  # submanifold output keeps the input's indices and order
+        else:
+            # spconv emits the dilated set; keep exactly the downsampled cell mask.
+            yw = level.shape[1] + 2
+            rows = level.index[(y.indices[:, 1].long() + 1) * yw + y.indices[:, 2].long() + 1]
+            keep = rows < level.n
+            out[rows[keep]] += y.features[keep]
+        return Rows(self._finish(m, out), level, pyramid)
+
+    def _module(self, m: nn.Module, kind: str, stride: int) -> nn.Module:
+        key = (id(m), kind)
+        if key not in self._mods:
+            cin, cout = m.conv.in_channels, m.conv.out_channels
+            if kind == "subm":
+                mod = self._sp.SubMConv2d(cin, cout, 3, 1, 1, bias=False, indice_key=f"s{stride}")
+            else:
+                mod = self._sp.SparseConv2d(cin, cout, 3, 2, 1, bias=False)
+            self._mods[key] = mod.to(m.conv.weight.device)
+        return self._mods[key]
+
+    @staticmethod
+    def _indices(level: ActiveLevel) -> torch.Tensor:
+        zeros = torch.zeros_like(level.coords[:, :1])
+        return torch.cat([zeros, level.coords], 1).int().contiguous()
+
+    @staticmethod
+    def _image_rows(inp: ImageInput) -> Rows:
+        level = inp.pyramid.level(1)
+        h, w = inp.image.shape[:2]
+        ys, xs = level.coords[:, 0], level.coords[:, 1]
+        inside = ((ys < h) & (xs < w))[:, None]
+        pix = inp.image[ys.clamp(max=h - 1), xs.clamp(max=w - 1)] * inside
+        rgb = pix.flip(-1).float().div_(255)
+        feats = torch.cat([rgb, rgb.new_zeros(1, 3)])
+        return Rows(feats, level, inp.pyramid)
+
+
+@contextlib.contextmanager
+def _single_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """spconv 2.3.8's CPU scatter-add races with more than one torch thread.
+
+    Measured: wrong output rows (errors of ~10) at 2 threads, exact at 1. Its CPU build
+    also mishandles bias, so bias is added outside spconv.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def spconv_available() -> bool:
+    return importlib.util.find_spec("spconv") is not None
+
+
+BACKENDS: dict[str, type[SparseBackend]] = {
+    "gather": GatherBackend,
+    "spconv": SpconvBackend,
+    "dense": DenseBackend,
+}
+
+
+def make_backend(name: str, device: torch.device | str = "cpu") -> SparseBackend:
+    """Instantiate a backend by name; ``auto`` picks spconv on CUDA and gather on CPU.
+
+    Raises:
+        ValueError: unknown name, or spconv requested but not installed.
+    """
+    device = torch.device(device)
+    if name == "auto":
+        name = "spconv" if device.type == "cuda" and spconv_available() else "gather"
+        if device.type == "cuda" and name == "gather":
+            name = "dense"  # no spconv on CUDA: dense cuDNN beats a Python gather loop
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
+    if name == "spconv" and not spconv_available():
+        raise ValueError("backend 'spconv' needs spconv: pip install 'sparse-yolo[cpu]' or '[cu118]'")
+    return BACKENDS[name]()

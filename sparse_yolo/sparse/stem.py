@@ -1,0 +1,51 @@
+"""Walk YOLOv8 layers 0-4 (Conv, Conv, C2f, Conv, C2f) with a sparse backend.
+
+The layers are plain Ultralytics modules; this walker only decides which backend op
+each of their convs is, so every backend computes the function of the same parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from ultralytics.nn.modules import C2f, Conv
+
+from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.backends import SparseBackend
+
+
+def c2f(m: C2f, x, backend: SparseBackend):
+    """Ultralytics ``C2f.forward`` expressed in backend ops."""
+    parts = backend.split(backend.conv(m.cv1, x), 2)
+    for b in m.m:
+        h = backend.conv(b.cv2, backend.conv(b.cv1, parts[-1]))
+        parts.append(backend.add(parts[-1], h) if b.add else h)
+    return backend.conv(m.cv2, backend.cat(parts))
+
+
+def run_stem(
+    layers: nn.ModuleList | list[nn.Module],
+    backend: SparseBackend,
+    image: torch.Tensor,
+    pyramid: ActivePyramid,
+):
+    """Run the stem on the active cells of one image.
+
+    Args:
+        layers: YOLOv8 layers 0-4, ending at stride 8.
+        backend: which kernels to use.
+        image: (H, W, 3) uint8 BGR, H and W at most ``pyramid.padded_shape``.
+        pyramid: active cells of the image.
+
+    Returns:
+        The backend's stride-8 features (``Rows`` or ``Grid``).
+    """
+    x = backend.enter(image, pyramid)
+    for layer in layers:
+        if isinstance(layer, C2f):
+            x = c2f(layer, x, backend)
+        elif isinstance(layer, Conv):
+            x = backend.conv(layer, x)
+        else:
+            raise TypeError(f"sparse stem cannot run {type(layer).__name__}")
+    return x
