@@ -1,0 +1,141 @@
+"""The public API: ``Detector(weights, backend, mask).predict(source) -> Result``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from sparse_yolo.config import DetectorConfig
+from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.masks import MaskResult, make_mask
+from sparse_yolo.model.loading import load_model
+from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.types import Detections
+
+
+@dataclass
+class Result:
+    """Detections of one image.
+
+    Attributes:
+        boxes: (N, 4) float32 xyxy in image pixels.
+        scores: (N,) float32.
+        classes: (N,) int64 class ids; ``names`` maps id -> name.
+        stats: seconds per stage and in total, active_fraction, n_windows, backend, mask,
+            image size.
+        mask: the cell mask that was examined (None for multi-tile rasters).
+        source: file name, or ``"<array>"``.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    names: dict[int, str]
+    stats: dict[str, Any] = field(default_factory=dict)
+    mask: MaskResult | None = None
+    source: str = "<array>"
+
+    @property
+    def detections(self) -> Detections:
+        return Detections(self.boxes, self.scores, self.classes, self.names)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+class Detector:
+    """Sparse YOLOv8 inference on full-resolution images.
+
+    Args:
+        weights: sparse-yolo or Ultralytics YOLOv8 checkpoint; None resolves
+            ``$SPARSE_YOLO_WEIGHTS``, then Ultralytics' ``yolov8n.pt``. A ``SparseYOLO``
+            instance is used as is.
+        backend: ``auto``, ``gather``, ``spconv`` or ``dense``.
+        mask: mask name (``gradient``, ``all``, ...).
+        config: full pipeline config; ``backend`` and ``mask`` override it when given.
+        device: torch device; default CUDA when available.
+        **overrides: dotted config overrides, e.g. ``{"post.conf": 0.1}`` as
+            ``Detector(..., **{"post.conf": 0.1})``.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | SparseYOLO | None = None,
+        backend: str | None = None,
+        mask: str | None = None,
+        config: DetectorConfig | None = None,
+        device: str | torch.device | None = None,
+        **overrides: Any,
+    ) -> None:
+        cfg = config or DetectorConfig()
+        cfg = cfg.replace(backend=backend, **{"mask.name": mask}, **overrides)
+        self.config = cfg
+        model = weights if isinstance(weights, SparseYOLO) else load_model(weights)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.engine = SparseEngine(model, cfg, device)
+        self.mask = make_mask(cfg.mask, detector=self)
+        self.names = model.names
+
+    @property
+    def model(self) -> SparseYOLO:
+        return self.engine.model
+
+    def predict(self, source: str | Path | np.ndarray) -> Result:
+        """Detect objects in a JPEG/PNG path or an (H, W, 3) uint8 BGR array."""
+        name = "<array>"
+        if not isinstance(source, np.ndarray):
+            name = Path(source).name
+            source = read_image(source)
+        return self.predict_array(source, source_name=name)
+
+    def predict_array(
+        self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"
+    ) -> Result:
+        """Detect objects in one in-memory image.
+
+        Args:
+            image: (H, W, 3) uint8 BGR.
+            valid: optional (H, W) bool; invalid (nodata) pixels never activate cells.
+            source_name: recorded in the result.
+        """
+        check_image(image, source_name)
+        timer = Timer(self.engine.device)
+        t0 = time.perf_counter()
+        with timer.stage("mask"):
+            mask = self.mask(image, valid)
+        dets, info = self.engine.run(image, mask, timer)
+        stats = {
+            "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
+            "active_fraction": mask.active_fraction,
+            "mask": self.config.mask.name,
+            "image_size": [int(image.shape[1]), int(image.shape[0])],
+            **info,
+        }
+        d = dets.numpy()
+        return Result(d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, mask, source_name)
+
+
+def check_image(image: np.ndarray, name: str) -> None:
+    """Reject arrays that are not (H, W, 3) uint8 with H, W > 0."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise SparseYoloError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}", name)
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise SparseYoloError("zero-size image", name)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a JPEG/PNG/... with OpenCV as (H, W, 3) uint8 BGR."""
+    path = Path(path)
+    if not path.is_file():
+        raise SparseYoloError("file not found", path)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SparseYoloError("not a readable image", path)
+    return image

@@ -1,0 +1,144 @@
+"""Run SparseYOLO on one image: sparse stem, windowed dense remainder, decode and merge.
+
+This is the one place that knows the stage order for an in-memory image. Rasters larger
+than a tile are cut into tiles by the pipeline and each tile comes through here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torchvision
+from ultralytics.utils.nms import non_max_suppression
+
+from sparse_yolo.config import DetectorConfig
+from sparse_yolo.masks import MaskResult
+from sparse_yolo.model.windows import group_by_shape, plan_windows
+from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.backends import SparseBackend, make_backend
+from sparse_yolo.sparse.stem import run_stem
+
+# Above this active fraction the gather kernel loses to dense convolution on CPU
+# (GUIDE.md: break-even at 30-45% depending on channels), so ``auto`` runs the stem dense.
+GATHER_MAX_ACTIVE = 0.35
+# Stride-8 cells per remainder batch: bounds activation memory (about 2048 x 2048 px).
+MAX_BATCH_CELLS = 256 * 256
+
+
+class Timer:
+    """Accumulates seconds per stage name."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.seconds: dict[str, float] = {}
+        self.device = device
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+class SparseEngine:
+    """Sparse inference of one model on in-memory images.
+
+    Args:
+        model: the detector (moved to ``device`` and put in eval mode).
+        cfg: backend, window and post-processing settings.
+        device: torch device.
+    """
+
+    def __init__(self, model: SparseYOLO, cfg: DetectorConfig, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+
+    def backend_for(self, active_fraction: float) -> SparseBackend:
+        """The configured backend; ``auto`` goes dense when most cells are active."""
+        name = self.cfg.backend
+        if name == "auto" and active_fraction > GATHER_MAX_ACTIVE:
+            name = "dense"
+        return make_backend(name, self.device)
+
+    @torch.inference_mode()
+    def run(self, image: np.ndarray, mask: MaskResult, timer: Timer) -> tuple[torch.Tensor, dict]:
+        """Detect objects in the active cells of one image.
+
+        Args:
+            image: (H, W, 3) uint8 BGR.
+            mask: its active cells (covering the image padded to a multiple of 32).
+            timer: receives ``stem``, ``densify``, ``remainder`` and ``merge`` seconds.
+
+        Returns:
+            (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
+            and facts about the run (backend, windows).
+        """
+        backend = self.backend_for(mask.active_fraction)
+        windows = plan_windows(mask.cells, mask.cell, self.cfg.window)
+        grid = mask.cells.shape[0] * mask.cells.shape[1] * (mask.cell // 8) ** 2
+        info = {
+            "backend": backend.name,
+            "n_windows": len(windows),
+            "window_fraction": float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0,
+        }
+        if not len(windows):
+            return torch.zeros((0, 6)), info
+        with timer.stage("stem"):
+            pyramid = ActivePyramid(torch.from_numpy(mask.cells).to(self.device), mask.cell)
+            img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+            feats = run_stem(self.model.stem, backend, img, pyramid)
+        dets = []
+        for boxes in self._batches(windows):
+            with timer.stage("densify"):
+                batch = backend.windows(feats, boxes.to(self.device))
+            with timer.stage("remainder"):
+                preds = self.model.forward_p3(batch)[0]
+            with timer.stage("merge"):
+                dets.extend(self._decode(preds, boxes))
+        with timer.stage("merge"):
+            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post.iou, self.cfg)
+        return out, info
+
+    def _batches(self, windows: np.ndarray) -> Iterator[torch.Tensor]:
+        for group in group_by_shape(windows):
+            per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
+            yield from group.split(per)
+
+    def _decode(self, preds: torch.Tensor, boxes: torch.Tensor) -> list[torch.Tensor]:
+        """Per-window NMS, then shift window pixels to image pixels."""
+        post = self.cfg.post
+        out = non_max_suppression(
+            preds, post.conf, post.iou, agnostic=post.agnostic, max_det=post.max_det
+        )
+        shifts = (boxes[:, [1, 0, 1, 0]] * 8).to(preds)
+        return [d.cpu() + torch.cat([s, s.new_zeros(2)]).cpu() for d, s in zip(out, shifts)]
+
+
+def merge_detections(
+    dets: torch.Tensor, image_hw: tuple[int, int], iou: float, cfg: DetectorConfig
+) -> torch.Tensor:
+    """Merge detections from overlapping windows or tiles (class-aware unless agnostic).
+
+    Args:
+        dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
+        image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
+        iou: NMS threshold.
+
+    Returns:
+        (M, 6) sorted by descending score, at most ``cfg.post.max_det`` rows.
+    """
+    h, w = image_hw
+    cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
+    dets = dets[(cx < w) & (cy < h)]
+    dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
+    dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
+    groups = torch.zeros_like(dets[:, 5]) if cfg.post.agnostic else dets[:, 5]
+    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, iou)
+    return dets[keep[: cfg.post.max_det]]

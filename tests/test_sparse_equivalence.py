@@ -1,0 +1,78 @@
+"""Every backend computes the same function of the same parameters (atol 1e-4, 2 threads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.backends import BACKENDS, make_backend, spconv_available
+from sparse_yolo.sparse.stem import run_stem
+from tests.conftest import blob_cells, tiny_model
+
+SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
+
+
+def _stem_outputs(model, image, cells, cell, names):
+    out = {}
+    with torch.no_grad():
+        for name in names:
+            backend = make_backend(name)
+            feats = run_stem(model.stem, backend, image, ActivePyramid(torch.from_numpy(cells), cell))
+            out[name] = (backend, feats)
+    return out
+
+
+@pytest.mark.parametrize("backend", SPARSE)
+@pytest.mark.parametrize(
+    ("cell", "fraction", "seed", "size"),
+    [(16, 0.1, 0, (250, 300)), (8, 0.3, 1, (192, 256)), (32, 0.5, 2, (320, 288)), (16, 1.0, 3, (64, 96))],
+)
+def test_stem_matches_dense_reference(backend, cell, fraction, seed, size):
+    model = tiny_model(seed=seed)
+    rng = np.random.default_rng(seed)
+    h, w = size
+    image = torch.from_numpy(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    hc, wc = -(-h // 32) * 32 // cell, -(-w // 32) * 32 // cell
+    cells = blob_cells((hc, wc), fraction, seed)
+    outs = _stem_outputs(model, image, cells, cell, ["dense", backend])
+    ref_backend, ref = outs["dense"]
+    sp_backend, sp = outs[backend]
+    dense_grid = ref_backend.grid(ref)
+    torch.testing.assert_close(sp_backend.grid(sp), dense_grid, atol=1e-4, rtol=1e-4)
+    # The stride-8 active set is exactly the downsampled cell mask, not a dilated set.
+    mask8 = torch.from_numpy(cells).repeat_interleave(cell // 8, 0).repeat_interleave(cell // 8, 1)
+    assert torch.equal(sp.level.mask, mask8)
+    assert dense_grid[0, :, ~mask8].abs().sum() == 0  # no bias/BN/SiLU leak outside
+    assert dense_grid[0, :, mask8].abs().max() > 0.01  # and something real inside
+
+
+@pytest.mark.parametrize("backend", [*SPARSE, "dense"])
+def test_windows_densify_the_stride8_grid(backend):
+    model = tiny_model()
+    rng = np.random.default_rng(5)
+    image = torch.from_numpy(rng.integers(0, 256, (128, 192, 3), dtype=np.uint8))
+    cells = blob_cells((8, 12), 0.3, 5)
+    ((be, feats),) = _stem_outputs(model, image, cells, 16, [backend]).values()
+    boxes = torch.tensor([[0, 0, 8, 12], [4, 8, 8, 12], [8, 4, 8, 12]])
+    with torch.no_grad():
+        win = be.windows(feats, boxes)
+        grid = be.grid(feats)[0]
+    assert win.shape == (3, grid.shape[0], 8, 12)
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), win):
+        torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
+
+
+def test_every_backend_is_registered_and_unknown_names_rejected():
+    assert set(BACKENDS) == {"gather", "spconv", "dense"}
+    with pytest.raises(ValueError, match="known: auto, gather"):
+        make_backend("cuda-magic")
+
+
+def test_gather_refuses_autograd():
+    model = tiny_model()
+    image = torch.zeros((64, 64, 3), dtype=torch.uint8)
+    pyramid = ActivePyramid(torch.ones(4, 4, dtype=torch.bool), 16)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        run_stem(model.stem, make_backend("gather"), image, pyramid)
