@@ -40,12 +40,14 @@ class ModelConfig:
         nc: number of classes.
         names: class names, ``len(names) == nc`` (defaults to ``class{i}``).
         neck: ``pan`` (YOLOv8's own) or ``slim`` (GSConv + VoVGSCSP).
+        mask_net: whether the model carries a learned mask net (``--mask learned``).
     """
 
     scale: str = "n"
     nc: int = 80
     names: tuple[str, ...] = ()
     neck: str = "pan"
+    mask_net: bool = False
 
     def __post_init__(self) -> None:
         _choice("scale", self.scale, list(SCALES))
@@ -122,14 +124,24 @@ class PostprocessConfig:
 
 @dataclass(frozen=True)
 class TileConfig:
-    """Raster tiling: windows read from disk, in pixels."""
+    """Raster tiling: windows read from disk, in pixels.
+
+    Attributes:
+        tile: tile edge; memory is bounded by it, not by the raster size.
+        overlap: pixels shared by neighbouring tiles; objects smaller than this are seen
+            whole by at least one tile.
+        merge: ``nms`` (boxes cut by a seam are dropped, duplicates suppressed) or
+            ``greedy`` (SAHI-style greedy merging of boxes cut by a seam).
+    """
 
     tile: int = 4096
     overlap: int = 128
+    merge: str = "nms"
 
     def __post_init__(self) -> None:
         if self.tile < 64 or not 0 <= self.overlap < self.tile // 2:
             raise ValueError("tile must be >= 64 and overlap in [0, tile/2)")
+        _choice("merge", self.merge, ("nms", "greedy"))
 
 
 @dataclass(frozen=True)

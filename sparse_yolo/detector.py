@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 
@@ -17,6 +16,7 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.pipeline import SourceRun, detect_path
 from sparse_yolo.types import Detections
 
 
@@ -32,6 +32,7 @@ class Result:
             image size.
         mask: the cell mask that was examined (None for multi-tile rasters).
         source: file name, or ``"<array>"``.
+        run: for file sources, the full record (georeferencing, mask overview, warnings).
     """
 
     boxes: np.ndarray
@@ -41,6 +42,7 @@ class Result:
     stats: dict[str, Any] = field(default_factory=dict)
     mask: MaskResult | None = None
     source: str = "<array>"
+    run: SourceRun | None = None
 
     @property
     def detections(self) -> Detections:
@@ -87,13 +89,23 @@ class Detector:
     def model(self) -> SparseYOLO:
         return self.engine.model
 
-    def predict(self, source: str | Path | np.ndarray) -> Result:
-        """Detect objects in a JPEG/PNG path or an (H, W, 3) uint8 BGR array."""
-        name = "<array>"
-        if not isinstance(source, np.ndarray):
-            name = Path(source).name
-            source = read_image(source)
-        return self.predict_array(source, source_name=name)
+    def predict(self, source: str | Path | np.ndarray, progress: bool = False) -> Result:
+        """Detect objects in an image or raster file of any size, or in an array.
+
+        Args:
+            source: a path (JPEG, PNG, GeoTIFF, ... read tile by tile) or an (H, W, 3)
+                uint8 BGR array.
+            progress: show a per-tile progress bar for multi-tile rasters.
+
+        Returns:
+            Boxes in full-image pixels; ``result.run`` holds the georeferencing of files.
+        """
+        if isinstance(source, np.ndarray):
+            return self.predict_array(source)
+        run = detect_path(self, source, progress)
+        d = run.result.detections
+        name = Path(str(source)).name
+        return Result(d.boxes, d.scores, d.classes, self.names, run.stats, run.mask, name, run)
 
     def predict_array(
         self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"
@@ -119,23 +131,16 @@ class Detector:
             **info,
         }
         d = dets.numpy()
-        return Result(d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, mask, source_name)
+        return Result(
+            d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, mask, source_name
+        )
 
 
 def check_image(image: np.ndarray, name: str) -> None:
     """Reject arrays that are not (H, W, 3) uint8 with H, W > 0."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise SparseYoloError(f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}", name)
+        raise SparseYoloError(
+            f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}", name
+        )
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise SparseYoloError("zero-size image", name)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read a JPEG/PNG/... with OpenCV as (H, W, 3) uint8 BGR."""
-    path = Path(path)
-    if not path.is_file():
-        raise SparseYoloError("file not found", path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise SparseYoloError("not a readable image", path)
-    return image

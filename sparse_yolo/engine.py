@@ -118,7 +118,10 @@ class SparseEngine:
             preds, post.conf, post.iou, agnostic=post.agnostic, max_det=post.max_det
         )
         shifts = (boxes[:, [1, 0, 1, 0]] * 8).to(preds)
-        return [d.cpu() + torch.cat([s, s.new_zeros(2)]).cpu() for d, s in zip(out, shifts)]
+        return [
+            d.cpu() + torch.cat([s, s.new_zeros(2)]).cpu()
+            for d, s in zip(out, shifts, strict=False)
+        ]
 
 
 def merge_detections(

@@ -99,7 +99,9 @@ def _cell_any(valid: np.ndarray, cell: int, shape: tuple[int, int]) -> np.ndarra
     return padded.reshape(shape[0], cell, shape[1], cell).max(axis=(1, 3)) > 0
 
 
-def postprocess(cells: np.ndarray, scores: np.ndarray, strong: float, cfg: MaskConfig) -> np.ndarray:
+def postprocess(
+    cells: np.ndarray, scores: np.ndarray, strong: float, cfg: MaskConfig
+) -> np.ndarray:
     """Close, de-speck, dilate and budget a thresholded cell mask (steps 2-5 above)."""
     kernel = np.ones((3, 3), np.uint8)
     m = cv2.morphologyEx(cells.astype(np.uint8), cv2.MORPH_CLOSE, kernel)
@@ -184,3 +186,7 @@ def make_mask(cfg: MaskConfig, **context: Any) -> CellMask:
     if cfg.name not in MASKS:
         raise ValueError(f"unknown mask {cfg.name!r}; known: {', '.join(MASKS)}")
     return MASKS[cfg.name](cfg, **context)
+
+
+# The learned mask registers itself in MASKS (sparse_yolo.model.masknet imports this module).
+import sparse_yolo.model.masknet  # noqa: E402, F401

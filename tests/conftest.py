@@ -48,7 +48,9 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def tiny_model(neck: str = "pan", nc: int = 3, seed: int = 0) -> SparseYOLO:
     torch.manual_seed(seed)
-    model = SparseYOLO(ModelConfig(scale="tiny", nc=nc, names=("person", "car", "boat")[:nc], neck=neck))
+    model = SparseYOLO(
+        ModelConfig(scale="tiny", nc=nc, names=("person", "car", "boat")[:nc], neck=neck)
+    )
     return randomize_bn(model, seed)
 
 
@@ -77,3 +79,17 @@ def scene(h: int = 256, w: int = 320, n_objects: int = 6, seed: int = 0) -> np.n
         y, x = rng.integers(0, h - oh), rng.integers(0, w - ow)
         img[y : y + oh, x : x + ow] = rng.integers(0, 255, (oh, ow, 3), dtype=np.uint8)
     return img
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny random-init sparse-yolo checkpoint on disk."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    model = tiny_model()
+    # Varied class logits around -2, so a random model emits boxes with distinct scores.
+    g = torch.Generator().manual_seed(1)
+    for conv in model.head.cv3:
+        conv[-1].weight.data.normal_(0.0, 0.3, generator=g)
+        conv[-1].bias.data.fill_(-2.0)
+    model.save(path)
+    return path

@@ -19,7 +19,9 @@ def _stem_outputs(model, image, cells, cell, names):
     with torch.no_grad():
         for name in names:
             backend = make_backend(name)
-            feats = run_stem(model.stem, backend, image, ActivePyramid(torch.from_numpy(cells), cell))
+            feats = run_stem(
+                model.stem, backend, image, ActivePyramid(torch.from_numpy(cells), cell)
+            )
             out[name] = (backend, feats)
     return out
 
@@ -27,7 +29,12 @@ def _stem_outputs(model, image, cells, cell, names):
 @pytest.mark.parametrize("backend", SPARSE)
 @pytest.mark.parametrize(
     ("cell", "fraction", "seed", "size"),
-    [(16, 0.1, 0, (250, 300)), (8, 0.3, 1, (192, 256)), (32, 0.5, 2, (320, 288)), (16, 1.0, 3, (64, 96))],
+    [
+        (16, 0.1, 0, (250, 300)),
+        (8, 0.3, 1, (192, 256)),
+        (32, 0.5, 2, (320, 288)),
+        (16, 1.0, 3, (64, 96)),
+    ],
 )
 def test_stem_matches_dense_reference(backend, cell, fraction, seed, size):
     model = tiny_model(seed=seed)
@@ -60,7 +67,7 @@ def test_windows_densify_the_stride8_grid(backend):
         win = be.windows(feats, boxes)
         grid = be.grid(feats)[0]
     assert win.shape == (3, grid.shape[0], 8, 12)
-    for (y0, x0, h, w), crop in zip(boxes.tolist(), win):
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), win, strict=False):
         torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
 
 

@@ -63,8 +63,10 @@ def main() -> None:
         got = np.concatenate([full.boxes, full.scores[:, None], full.classes[:, None]], 1)
         same = len(got) == len(ref) and np.array_equal(got[:, 5], ref[:, 5])
         diff = np.abs(got[:, :5] - ref[:, :5]).max() if same and len(ref) else float("nan")
-        print(f"{path.name}: mask=all {len(got)} vs ultralytics {len(ref)} dets, "
-              f"same classes/order={same}, max |diff| (box px, score) = {diff:.2e}")
+        print(
+            f"{path.name}: mask=all {len(got)} vs ultralytics {len(ref)} dets, "
+            f"same classes/order={same}, max |diff| (box px, score) = {diff:.2e}"
+        )
         sparse = Detector(args.weights, backend="gather", mask="gradient", **over).predict(image)
         got = np.concatenate([sparse.boxes, sparse.scores[:, None], sparse.classes[:, None]], 1)
         hit = match(got, ref)
@@ -73,11 +75,13 @@ def main() -> None:
         cy = ((ref[:, 1] + ref[:, 3]) / 2 // c).astype(int)
         cx = ((ref[:, 0] + ref[:, 2]) / 2 // c).astype(int)
         inactive = ~cells[cy, cx]
-        print(f"  mask=gradient: active {sparse.stats['active_fraction']:.1%}, windows "
-              f"{sparse.stats['n_windows']} ({sparse.stats['window_fraction']:.1%} of frame), "
-              f"recovers {hit.mean():.1%} of {len(ref)} dense dets; misses: "
-              f"{int((~hit & inactive).sum())} centred on inactive cells, "
-              f"{int((~hit & ~inactive).sum())} on active cells (border/context effects)")
+        print(
+            f"  mask=gradient: active {sparse.stats['active_fraction']:.1%}, windows "
+            f"{sparse.stats['n_windows']} ({sparse.stats['window_fraction']:.1%} of frame), "
+            f"recovers {hit.mean():.1%} of {len(ref)} dense dets; misses: "
+            f"{int((~hit & inactive).sum())} centred on inactive cells, "
+            f"{int((~hit & ~inactive).sum())} on active cells (border/context effects)"
+        )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ class PathAggregationNeck(nn.Module):
 
 def _blocks(kind: str) -> tuple[Callable[..., nn.Module], Callable[[int, int], nn.Module]]:
     if kind == "pan":
-        return (lambda c1, c2, n: C2f(c1, c2, n, shortcut=False)), (lambda c1, c2: Conv(c1, c2, 3, 2))
+        return (lambda c1, c2, n: C2f(c1, c2, n, shortcut=False)), (
+            lambda c1, c2: Conv(c1, c2, 3, 2)
+        )
     if kind == "slim":
         return (lambda c1, c2, n: VoVGSCSP(c1, c2, n)), (lambda c1, c2: GSConv(c1, c2, 3, 2))
     raise ValueError(f"unknown neck {kind!r}; known: pan, slim")

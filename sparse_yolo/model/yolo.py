@@ -31,13 +31,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import C2f, Conv, Detect, SPPF
+from ultralytics.nn.modules import SPPF, C2f, Conv, Detect
 from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import initialize_weights
 
 from sparse_yolo.config import SCALES, ModelConfig
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.model.masknet import build_mask_net
 from sparse_yolo.model.neck import PAN_LAYER_NAMES, PathAggregationNeck
+from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.backends import DenseBackend
+from sparse_yolo.sparse.stem import run_stem
 
 CHECKPOINT_FORMAT = "sparse-yolo"
 CHECKPOINT_VERSION = 1
@@ -100,6 +104,7 @@ class SparseYOLO(nn.Module):
         self.head.stride = self.stride
         initialize_weights(self)  # ultralytics' BN eps 1e-3 / momentum 0.03, as trained
         self.head.bias_init()
+        self.mask_net = build_mask_net() if cfg.mask_net else None
         self.names = dict(enumerate(cfg.names))
 
     @property
@@ -122,10 +127,22 @@ class SparseYOLO(nn.Module):
         p5 = b[9](b[8](b[7](p4)))
         return self.head(self.neck([p3, p4, p5]))
 
-    def forward(self, x: torch.Tensor):
-        """Plain dense forward of a (B, 3, H, W) RGB batch in [0, 1] (training, reference)."""
-        for layer in self.stem:
-            x = layer(x)
+    def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None, cell: int = 16):
+        """Dense forward of a (B, 3, H, W) RGB batch in [0, 1] (training, reference).
+
+        Args:
+            x: images, H and W multiples of 32.
+            cells: optional (B, H / cell, W / cell) bool active cells. When given, the stem
+                applies the sparse active-set rules through the dense backend, so training
+                sees exactly the function that sparse inference computes (before windows).
+            cell: cell edge in pixels.
+        """
+        if cells is None:
+            for layer in self.stem:
+                x = layer(x)
+        else:
+            backend = DenseBackend()
+            x = run_stem(self.stem, backend, x, ActivePyramid(cells.bool(), cell)).x
         return self.forward_p3(x)
 
     # ----------------------------------------------------------------- checkpoints
@@ -177,7 +194,9 @@ class SparseYOLO(nn.Module):
         own = model.state_dict()
         bad = [k for k, v in mapped.items() if k not in own or own[k].shape != v.shape]
         if bad:
-            raise SparseYoloError(f"checkpoint does not match a YOLOv8-{cfg.scale} layout ({bad[0]})")
+            raise SparseYoloError(
+                f"checkpoint does not match a YOLOv8-{cfg.scale} layout ({bad[0]})"
+            )
         own.update({k: v.float() for k, v in mapped.items()})
         model.load_state_dict(own)
         return model.eval()

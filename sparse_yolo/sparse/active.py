@@ -27,19 +27,19 @@ def cells_to_stride(cells: torch.Tensor, cell: int, stride: int) -> torch.Tensor
     """Nearest-upsample a cell mask to a stride.
 
     Args:
-        cells: (Hc, Wc) bool cell mask.
+        cells: (..., Hc, Wc) bool cell mask (a leading batch dimension is allowed).
         cell: cell edge in pixels.
         stride: target stride in pixels, dividing ``cell``.
 
     Returns:
-        (Hc * cell // stride, Wc * cell // stride) bool mask.
+        (..., Hc * cell // stride, Wc * cell // stride) bool mask.
     """
     if cell % stride:
         raise ValueError(f"stride {stride} does not divide cell {cell}")
     r = cell // stride
     if r == 1:
         return cells
-    return cells.repeat_interleave(r, 0).repeat_interleave(r, 1)
+    return cells.repeat_interleave(r, -2).repeat_interleave(r, -1)
 
 
 @dataclass
@@ -104,7 +104,7 @@ class ActivePyramid:
     """Active levels at strides 1, 2, 4 and 8 derived from one cell mask.
 
     Args:
-        cells: (Hc, Wc) bool cell mask.
+        cells: (Hc, Wc) bool cell mask; the dense backend also takes (B, Hc, Wc).
         cell: cell edge in pixels (8, 16 or 32).
     """
 
@@ -120,10 +120,10 @@ class ActivePyramid:
     @property
     def padded_shape(self) -> tuple[int, int]:
         """(H, W) in pixels covered by the cell grid."""
-        return self.cells.shape[0] * self.cell, self.cells.shape[1] * self.cell
+        return self.cells.shape[-2] * self.cell, self.cells.shape[-1] * self.cell
 
     def mask(self, stride: int) -> torch.Tensor:
-        """(H / stride, W / stride) bool mask of active sites."""
+        """(..., H / stride, W / stride) bool mask of active sites."""
         return cells_to_stride(self.cells, self.cell, stride)
 
     def level(self, stride: int) -> ActiveLevel:

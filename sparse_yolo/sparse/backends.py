@@ -32,7 +32,11 @@ _CHUNK_BYTES = 32 * 2**20
 
 @dataclass
 class ImageInput:
-    """Stride-1 input: an (H, W, 3) uint8 BGR image and the pyramid of its active cells."""
+    """Stride-1 input and the pyramid of its active cells.
+
+    ``image`` is an (H, W, 3) uint8 BGR image; the dense backend also accepts a
+    (B, 3, H, W) float RGB batch in [0, 1] with (B, Hc, Wc) cells (training).
+    """
 
     image: torch.Tensor
     pyramid: ActivePyramid
@@ -49,7 +53,7 @@ class Rows:
 
 @dataclass
 class Grid:
-    """Dense features: (1, C, H, W) float, zero wherever ``pyramid.mask(stride)`` is off."""
+    """Dense features: (B, C, H, W) float, zero wherever ``pyramid.mask(stride)`` is off."""
 
     x: torch.Tensor
     stride: int
@@ -148,16 +152,21 @@ class DenseBackend(SparseBackend):
             x = self._image_grid(x)
         kind = conv_kind(m)
         stride = x.stride * 2 if kind == "strided" else x.stride
-        mask = x.pyramid.mask(stride).to(x.x.dtype)
-        return Grid(m(x.x) * mask, stride, x.pyramid)
+        return Grid(m(x.x) * self._mask(x.pyramid, stride, x.x.dtype), stride, x.pyramid)
 
     @staticmethod
-    def _image_grid(inp: ImageInput) -> Grid:
-        h, w = inp.image.shape[:2]
+    def _mask(pyramid: ActivePyramid, stride: int, dtype: torch.dtype) -> torch.Tensor:
+        mask = pyramid.mask(stride).to(dtype)
+        return mask[:, None] if mask.dim() == 3 else mask  # (B, 1, H, W) or (H, W)
+
+    def _image_grid(self, inp: ImageInput) -> Grid:
+        if inp.image.is_floating_point():  # (B, 3, H, W) RGB batch
+            x = inp.image
+        else:
+            x = inp.image.flip(-1).permute(2, 0, 1).float().div_(255)[None]
         hp, wp = inp.pyramid.padded_shape
-        rgb = inp.image.flip(-1).permute(2, 0, 1).float().div_(255)
-        x = F.pad(rgb, (0, wp - w, 0, hp - h))[None]
-        return Grid(x * inp.pyramid.mask(1).to(x.dtype), 1, inp.pyramid)
+        x = F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2]))
+        return Grid(x * self._mask(inp.pyramid, 1, x.dtype), 1, inp.pyramid)
 
     def grid(self, x: Grid) -> torch.Tensor:
         return x.x
@@ -366,5 +375,7 @@ def make_backend(name: str, device: torch.device | str = "cpu") -> SparseBackend
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     if name == "spconv" and not spconv_available():
-        raise ValueError("backend 'spconv' needs spconv: pip install 'sparse-yolo[cpu]' or '[cu118]'")
+        raise ValueError(
+            "backend 'spconv' needs spconv: pip install 'sparse-yolo[cpu]' or '[cu118]'"
+        )
     return BACKENDS[name]()

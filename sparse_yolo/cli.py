@@ -1,0 +1,118 @@
+"""``sparse-yolo``: the command-line tool.
+
+Every user-facing failure is a ``SparseYoloError``; the group turns it into a one-line
+``Error: <file>: <problem>`` and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sparse_yolo.errors import SparseYoloError
+
+
+class ToolGroup(click.Group):
+    """A click group that reports SparseYoloError (and bad config values) on one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SparseYoloError as exc:
+            raise click.ClickException(str(exc)) from None
+        except ValueError as exc:  # config validation: unknown names, out-of-range values
+            raise click.ClickException(" ".join(str(exc).split())) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=ToolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sparse-yolo")
+def main() -> None:
+    """Find small objects in very large images at full resolution, sparsely.
+
+    A cheap cell mask marks where objects can be; the YOLOv8 stem runs only on those
+    cells at full resolution, and the rest of the network runs on windows around them.
+
+    \b
+    Examples:
+      sparse-yolo detect frame.jpg -o frame.geojson --stats stats.json
+      sparse-yolo detect scene.tif --to-wgs84 --preview preview.png
+      sparse-yolo batch 'tiles/*.tif' -o out/ --workers 2 --resume
+    """
+
+
+def model_options(f):
+    """Options shared by every command that runs the detector."""
+    options = [
+        click.option(
+            "--weights",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="sparse-yolo or Ultralytics YOLOv8 .pt; default $SPARSE_YOLO_WEIGHTS, "
+            "then Ultralytics' yolov8n.pt (downloaded).",
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Pipeline YAML (see configs/); command-line options override it.",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(["auto", "gather", "spconv", "dense"]),
+            help="Sparse stem kernels. auto: spconv on CUDA, gather on CPU, dense when "
+            "most cells are active.",
+        ),
+        click.option("--mask", help="Cell mask: all, gradient, ... (default gradient)."),
+        click.option(
+            "--max-active",
+            type=click.FloatRange(0, 1, min_open=True),
+            help="Keep at most this fraction of cells (the best-scoring), for predictable latency.",
+        ),
+        click.option("--conf", type=click.FloatRange(0, 1), help="Confidence threshold (0.25)."),
+        click.option("--iou", type=click.FloatRange(0, 1, min_open=True), help="NMS IoU (0.5)."),
+        click.option("--device", help="torch device, e.g. cpu or cuda:0 (default: CUDA if any)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def build_detector(opts: dict[str, Any]):
+    """Detector from shared options (config file first, then CLI overrides)."""
+    from sparse_yolo.config import load_config  # noqa: PLC0415 - keep --help fast
+    from sparse_yolo.detector import Detector  # noqa: PLC0415
+
+    cfg = load_config(opts.get("config_path"))
+    overrides = {
+        "backend": opts.get("backend"),
+        "mask.name": opts.get("mask"),
+        "post.conf": opts.get("conf"),
+        "post.iou": opts.get("iou"),
+        "tiling.tile": opts.get("tile"),
+        "tiling.overlap": opts.get("overlap"),
+        "tiling.merge": opts.get("merge"),
+    }
+    if opts.get("max_active") is not None:
+        overrides["mask.max_active"] = opts["max_active"]
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    return Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    from sparse_yolo.io.writers import atomic_open  # noqa: PLC0415
+
+    with atomic_open(path) as f:
+        json.dump(data, f, indent=2)
+
+
+from sparse_yolo.commands import detect as _detect  # noqa: E402  (commands import this module)
+
+main.add_command(_detect.detect)
+main.add_command(_detect.batch)

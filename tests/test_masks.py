@@ -1,0 +1,99 @@
+"""Cell masks stay blob-shaped, keep small objects, drop specks, and respect a budget."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from sparse_yolo.config import MaskConfig, WindowConfig
+from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.model.windows import plan_windows
+
+CELL = 16
+
+
+def plain(h=512, w=640, seed=0):
+    rng = np.random.default_rng(seed)
+    return (np.full((h, w, 3), 100, np.int16) + rng.integers(-2, 3, (h, w, 3))).astype(np.uint8)
+
+
+def put_object(img, y, x, size=10, seed=0):
+    rng = np.random.default_rng(seed)
+    img[y : y + size, x : x + size] = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+
+def cell_of(y, x):
+    return y // CELL, x // CELL
+
+
+def test_isolated_small_object_survives_and_specks_do_not():
+    img = plain()
+    put_object(img, 200, 300, size=8)  # a lone car-sized object
+    rng = np.random.default_rng(1)
+    for y, x in rng.integers(20, 480, (12, 2)):  # faint specks: 2 px, low contrast
+        img[y : y + 2, x : x + 2] += 12
+    res = make_mask(MaskConfig(context=0))(img)
+    assert res.cells.shape == cell_grid(512, 640, CELL)
+    assert res.cells[cell_of(204, 304)]
+    assert res.active_fraction < 0.02  # the object's cells only
+
+
+def test_context_margin_and_blob_closing():
+    img = plain()
+    put_object(img, 100, 100, size=40)
+    put_object(img, 100, 150, size=40, seed=1)  # a 10 px gap between two objects
+    no_ctx = make_mask(MaskConfig(context=0))(img).cells
+    ctx = make_mask(MaskConfig(context=1))(img).cells
+    assert ctx.sum() > no_ctx.sum() and (ctx | no_ctx).sum() == ctx.sum()
+    ys, xs = np.nonzero(no_ctx)
+    # closed into one blob: every cell of the bounding box row between them is active
+    assert no_ctx[cell_of(110, 0)[0], xs.min() : xs.max() + 1].all()
+
+
+def test_budget_keeps_the_strongest_cells():
+    img = plain()
+    for i in range(6):
+        put_object(img, 40 + 70 * i, 40 + 90 * i, size=30, seed=i)
+    full = make_mask(MaskConfig())(img)
+    budget = make_mask(MaskConfig(max_active=0.02))(img)
+    assert full.active_fraction > 0.02 >= budget.active_fraction > 0.015
+    assert (budget.cells & ~full.cells).sum() == 0
+    # context cells rank with their blob's best score (3x3 max for context=1)
+    ranked = cv2.dilate(full.scores, np.ones((3, 3), np.uint8))
+    assert ranked[budget.cells].min() >= ranked[full.cells & ~budget.cells].max()
+
+
+def test_nodata_never_activates_cells():
+    img = plain()
+    put_object(img, 100, 100, size=40)
+    valid = np.ones(img.shape[:2], bool)
+    valid[:, :256] = False
+    res = make_mask(MaskConfig(context=0))(img, valid)
+    assert not res.cells[:, : 256 // CELL].any()
+
+
+def test_all_mask_and_registry():
+    res = make_mask(MaskConfig(name="all"))(plain(100, 130))
+    assert res.cells.all() and res.cells.shape == (8, 10)
+    assert {"all", "gradient"} <= set(MASKS)
+    with pytest.raises(ValueError, match="known: all, gradient"):
+        make_mask(MaskConfig(name="nope"))
+
+
+def test_windows_cover_active_cells_aligned_and_cheap():
+    cells = np.zeros((40, 60), bool)
+    cells[5:8, 5:9] = True
+    cells[5:8, 10:14] = True  # close neighbour: merging is cheaper than two windows
+    cells[30:33, 50:55] = True  # far away: its own window
+    win = plan_windows(cells, CELL, WindowConfig(margin=4))
+    assert len(win) == 2
+    assert (win % 4 == 0).all()  # stride-32 aligned, sizes multiples of 4 stride-8 cells
+    cover = np.zeros((80, 120), bool)
+    for y0, x0, h, w in win:
+        cover[y0 : y0 + h, x0 : x0 + w] = True
+    active8 = cells.repeat(2, 0).repeat(2, 1)
+    assert cover[active8].all()
+    assert (win[:, 0] + win[:, 2] <= 80).all() and (win[:, 1] + win[:, 3] <= 120).all()
+    assert plan_windows(np.zeros((4, 4), bool), CELL, WindowConfig()).shape == (0, 4)
+    assert plan_windows(np.ones((4, 4), bool), CELL, WindowConfig()).tolist() == [[0, 0, 8, 8]]

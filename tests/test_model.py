@@ -1,0 +1,145 @@
+"""SparseYOLO: import fidelity on real data, checkpoints, necks, sparse == dense end to end."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sparse_yolo import Detector, ModelConfig, SparseYOLO, SparseYoloError
+from sparse_yolo.model.loading import load_model
+from tests.conftest import SHARED_WEIGHTS, scene, tiny_model
+
+
+def test_import_reproduces_ultralytics_dense_predictions(shared):
+    """mask=all computes Ultralytics' own function on the real full-resolution image."""
+    from ultralytics import YOLO
+    from ultralytics.utils.nms import non_max_suppression
+
+    image = cv2.imread(str(next((shared / "data" / "visdrone" / "images").glob("*.jpg"))))
+    h, w = image.shape[:2]
+    dense = YOLO(str(SHARED_WEIGHTS)).model.float().eval()
+    x = torch.from_numpy(image[:, :, ::-1].copy()).permute(2, 0, 1).float()[None] / 255
+    x = torch.nn.functional.pad(x, (0, -w % 32, 0, -h % 32))
+    with torch.inference_mode():
+        ref = non_max_suppression(dense(x)[0], 0.25, 0.7, max_det=3000)[0].numpy()
+    for backend in ("gather", "dense"):
+        det = Detector(SHARED_WEIGHTS, backend=backend, mask="all", **{"post.iou": 0.7})
+        res = det.predict(image)
+        assert len(ref) > 10 and len(res) == len(ref)
+        np.testing.assert_array_equal(res.classes, ref[:, 5].astype(np.int64))
+        np.testing.assert_allclose(res.boxes, ref[:, :4], atol=1e-2)
+        np.testing.assert_allclose(res.scores, ref[:, 4], atol=1e-4)
+
+
+def test_checkpoint_embeds_config_and_round_trips(tmp_path):
+    model = tiny_model(neck="slim", nc=2)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.cfg == model.cfg and loaded.names == {0: "person", 1: "car"}
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x)[0], model(x)[0])
+
+
+def test_bad_checkpoint_is_a_one_line_error(tmp_path):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(SparseYoloError, match="junk.pt: not a PyTorch checkpoint"):
+        load_model(path)
+    with pytest.raises(SparseYoloError, match="weights file not found"):
+        load_model(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("neck", ["pan", "slim"])
+def test_every_neck_and_head_parameter_is_used(neck):
+    """Detect reads the last neck blocks: no block (e.g. a final VoVGSCSP) is left unused."""
+    model = tiny_model(neck=neck).train()
+    out = model(torch.rand(2, 3, 64, 64))
+    loss = sum(t.float().mean() for t in _tensors(out))
+    loss.backward()
+    unused = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum())
+    ]
+    assert not unused
+
+
+def _tensors(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _tensors(v)]
+    return [t for v in out for t in _tensors(v)]
+
+
+def test_slim_neck_is_lighter_than_pan():
+    def n_params(m):
+        return sum(p.numel() for p in m.parameters())
+
+    pan = SparseYOLO(ModelConfig("n", neck="pan"))
+    slim = SparseYOLO(ModelConfig("n", neck="slim"))
+    assert n_params(slim.neck) < 0.8 * n_params(pan.neck)
+    assert pan.feature_info[0] == {"num_chs": 64, "reduction": 8, "module": "backbone.4"}
+
+
+@pytest.mark.parametrize("mask", ["gradient", "all"])
+def test_sparse_pipeline_matches_dense_backend_on_real_image(shared, mask):
+    """The whole Detector gives the same boxes with gather and with the dense reference."""
+    image = cv2.imread(str(sorted((shared / "data" / "visdrone" / "images").glob("*.jpg"))[0]))
+    results = [
+        Detector(SHARED_WEIGHTS, backend=b, mask=mask).predict(image) for b in ("gather", "dense")
+    ]
+    a, b = results
+    assert len(a) > 10 and len(a) == len(b)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    assert a.stats["backend"] == "gather" and b.stats["backend"] == "dense"
+
+
+def test_windowed_remainder_identical_across_backends(tiny):
+    """Raw Detect outputs of every planned window agree between gather and dense."""
+    from sparse_yolo.config import MaskConfig, WindowConfig
+    from sparse_yolo.masks import make_mask
+    from sparse_yolo.model.windows import group_by_shape, plan_windows
+    from sparse_yolo.sparse.active import ActivePyramid
+    from sparse_yolo.sparse.backends import make_backend
+    from sparse_yolo.sparse.stem import run_stem
+
+    image = scene(224, 320, 8, seed=2)
+    mask = make_mask(MaskConfig())(image)
+    windows = plan_windows(mask.cells, mask.cell, WindowConfig(margin=2))
+    assert 0 < mask.active_fraction < 1 and len(windows) >= 1
+    preds = {}
+    with torch.inference_mode():
+        for name in ("gather", "dense"):
+            be = make_backend(name)
+            pyr = ActivePyramid(torch.from_numpy(mask.cells), mask.cell)
+            feats = run_stem(tiny.stem, be, torch.from_numpy(image), pyr)
+            preds[name] = [
+                tiny.forward_p3(be.windows(feats, g))[0] for g in group_by_shape(windows)
+            ]
+    for a, b in zip(preds["gather"], preds["dense"], strict=False):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+
+
+def test_masked_training_forward_equals_sparse_inference():
+    """forward(x, cells) (the training path) computes what the gather backend computes."""
+    from sparse_yolo.sparse.active import ActivePyramid
+    from sparse_yolo.sparse.backends import make_backend
+    from sparse_yolo.sparse.stem import run_stem
+    from tests.conftest import blob_cells
+
+    model = tiny_model()
+    image = torch.from_numpy(scene(64, 96, 4))
+    cells = torch.from_numpy(blob_cells((4, 6), 0.4, 1))
+    x = image.flip(-1).permute(2, 0, 1).float()[None] / 255
+    with torch.inference_mode():
+        train_path = model(x, cells[None])[0]
+        g = make_backend("gather")
+        feats = run_stem(model.stem, g, image, ActivePyramid(cells, 16))
+        sparse = model.forward_p3(g.grid(feats))[0]
+    torch.testing.assert_close(train_path, sparse, atol=1e-4, rtol=1e-4)
