@@ -24,8 +24,6 @@ class ToolGroup(click.Group):
             return super().invoke(ctx)
         except SparseYoloError as exc:
             raise click.ClickException(str(exc)) from None
-        except ValueError as exc:  # config validation: unknown names, out-of-range values
-            raise click.ClickException(" ".join(str(exc).split())) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -88,7 +86,10 @@ def build_detector(opts: dict[str, Any]):
     from sparse_yolo.config import load_config  # noqa: PLC0415 - keep --help fast
     from sparse_yolo.detector import Detector  # noqa: PLC0415
 
-    cfg = load_config(opts.get("config_path"))
+    try:
+        cfg = load_config(opts.get("config_path"))
+    except (ValueError, TypeError, OSError) as exc:
+        raise SparseYoloError(f"bad config ({exc})", opts.get("config_path")) from exc
     overrides = {
         "backend": opts.get("backend"),
         "mask.name": opts.get("mask"),
@@ -100,8 +101,11 @@ def build_detector(opts: dict[str, Any]):
     }
     if opts.get("max_active") is not None:
         overrides["mask.max_active"] = opts["max_active"]
-    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    return Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
+    try:
+        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        return Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
+    except ValueError as exc:  # unknown mask/backend names, out-of-range values
+        raise SparseYoloError(str(exc)) from exc
 
 
 def write_json(path: Path, data: Any) -> None:

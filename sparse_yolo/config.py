@@ -72,6 +72,8 @@ class MaskConfig:
             unless their own score is strong (see ``masks``).
         max_active: keep at most this fraction of cells (top-scoring), or None.
         threshold: scale of the adaptive threshold (higher marks fewer cells).
+        coarse_size: long side in pixels of the low-resolution pass of the ``coarse`` mask.
+        coarse_conf: confidence threshold of its candidate boxes.
     """
 
     name: str = "gradient"
@@ -80,6 +82,8 @@ class MaskConfig:
     min_blob: int = 3
     max_active: float | None = None
     threshold: float = 1.0
+    coarse_size: int = 1280
+    coarse_conf: float = 0.01
 
     def __post_init__(self) -> None:
         if self.cell not in (8, 16, 32):

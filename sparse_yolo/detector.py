@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,8 +16,10 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.yolo import SparseYOLO
-from sparse_yolo.pipeline import SourceRun, detect_path
 from sparse_yolo.types import Detections
+
+if TYPE_CHECKING:
+    from sparse_yolo.pipeline import SourceRun
 
 
 @dataclass
@@ -102,6 +104,8 @@ class Detector:
         """
         if isinstance(source, np.ndarray):
             return self.predict_array(source)
+        from sparse_yolo.pipeline import detect_path  # noqa: PLC0415 - rasterio only for files
+
         run = detect_path(self, source, progress)
         d = run.result.detections
         name = Path(str(source)).name

@@ -142,25 +142,18 @@ class _Accumulator:
         self.backends.add(res.stats["backend"])
         self._paint_mask(res.mask, c, r, w, h)
 
-    def _paint_mask(self, mask, c: int, r: int, w: int, h: int) -> None:
+    def _paint_mask(self, mask: MaskResult | None, c: int, r: int, w: int, h: int) -> None:
         if mask is None:
             return
         s = self.scale
         y0, x0 = round(r * s), round(c * s)
-        y1, x1 = (
-            min(self._mask.shape[0], round((r + h) * s)),
-            min(self._mask.shape[1], round((c + w) * s)),
-        )
+        y1 = min(self._mask.shape[0], round((r + h) * s))
+        x1 = min(self._mask.shape[1], round((c + w) * s))
         if y1 <= y0 or x1 <= x0:
             return
-        cells = mask.cells.astype(np.uint8)
-        hc, wc = cells.shape
-        up = cv2.resize(
-            cells,
-            (round(wc * mask.cell * s), round(hc * mask.cell * s)),
-            interpolation=cv2.INTER_NEAREST,
-        )
-        self._mask[y0:y1, x0:x1] |= up[: y1 - y0, : x1 - x0].astype(bool)
+        cells = mask.cells[: -(-h // mask.cell), : -(-w // mask.cell)].astype(np.uint8)
+        up = cv2.resize(cells, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        self._mask[y0:y1, x0:x1] |= up.astype(bool)
 
     def dets(self) -> torch.Tensor:
         return torch.cat(self._dets) if self._dets else torch.zeros((0, 6))

@@ -226,3 +226,36 @@ def test_help_teaches():
     res = CliRunner().invoke(main, ["detect", "--help"])
     assert res.exit_code == 0 and "Examples:" in res.output and "--max-active" in res.output
     assert rasterio.__version__  # rasterio is importable alongside the CLI
+
+
+def test_multi_tile_uint16_and_rgba_rasters(tmp_path, tiny_weights):
+    """Odd-sized rasters cut into many tiles: 16-bit single band, and RGBA with an alpha hole."""
+    from rasters import gray_uint16, rgba
+
+    for src in (gray_uint16(tmp_path), rgba(tmp_path)):
+        out = tmp_path / f"{src.stem}.geojson"
+        res = run(
+            "detect",
+            src,
+            "-o",
+            out,
+            "--weights",
+            tiny_weights,
+            "--conf",
+            "0.05",
+            "--tile",
+            "100",
+            "--overlap",
+            "20",
+            "--save-mask",
+            tmp_path / f"{src.stem}.png",
+            "--stats",
+            tmp_path / f"{src.stem}.json",
+        )
+        assert res.exit_code == 0, res.output
+        stats = json.loads((tmp_path / f"{src.stem}.json").read_text())
+        assert stats["n_tiles"] == 9
+        frame = gpd.read_file(out)
+        assert frame.crs.to_epsg() == 32633
+        boxes = np.array([json.loads(b) if isinstance(b, str) else b for b in frame["bbox_px"]])
+        assert len(boxes) and (boxes >= 0).all() and (boxes[:, 2:] <= 256).all()

@@ -76,7 +76,7 @@ def test_nodata_never_activates_cells():
 def test_all_mask_and_registry():
     res = make_mask(MaskConfig(name="all"))(plain(100, 130))
     assert res.cells.all() and res.cells.shape == (8, 10)
-    assert {"all", "gradient"} <= set(MASKS)
+    assert {"all", "gradient", "coarse"} <= set(MASKS)
     with pytest.raises(ValueError, match="known: all, gradient"):
         make_mask(MaskConfig(name="nope"))
 
@@ -97,3 +97,22 @@ def test_windows_cover_active_cells_aligned_and_cheap():
     assert (win[:, 0] + win[:, 2] <= 80).all() and (win[:, 1] + win[:, 3] <= 120).all()
     assert plan_windows(np.zeros((4, 4), bool), CELL, WindowConfig()).shape == (0, 4)
     assert plan_windows(np.ones((4, 4), bool), CELL, WindowConfig()).tolist() == [[0, 0, 8, 8]]
+
+
+def test_coarse_cascade_marks_cells_of_confident_detections(shared):
+    from sparse_yolo import Detector
+
+    image = cv2.imread(str(sorted((shared / "data" / "visdrone" / "images").glob("*.jpg"))[0]))
+    det = Detector(shared / "weights" / "yolov8n.pt", mask="coarse", **{"mask.coarse_size": 960})
+    res = det.mask(image)
+    assert 0 < res.active_fraction < 1
+    low_res = det.model  # same weights: its own confident detections must lie in active cells
+    full = Detector(low_res, mask="all", **{"post.conf": 0.5}).predict(image)
+    cy = ((full.boxes[:, 1] + full.boxes[:, 3]) / 2 // CELL).astype(int)
+    cx = ((full.boxes[:, 0] + full.boxes[:, 2]) / 2 // CELL).astype(int)
+    assert len(full) > 3 and res.cells[cy, cx].mean() >= 0.8
+
+
+def test_coarse_mask_needs_the_detector():
+    with pytest.raises(ValueError, match="needs the detector"):
+        make_mask(MaskConfig(name="coarse"))(plain(64, 64))

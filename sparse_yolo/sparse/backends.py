@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.sparse.active import ActiveLevel, ActivePyramid
 
 # Bytes of im2col columns materialised at once by the gather kernel.
@@ -375,7 +376,7 @@ def make_backend(name: str, device: torch.device | str = "cpu") -> SparseBackend
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     if name == "spconv" and not spconv_available():
-        raise ValueError(
+        raise SparseYoloError(
             "backend 'spconv' needs spconv: pip install 'sparse-yolo[cpu]' or '[cu118]'"
         )
     return BACKENDS[name]()
