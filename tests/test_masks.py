@@ -116,3 +116,14 @@ def test_coarse_cascade_marks_cells_of_confident_detections(shared):
 def test_coarse_mask_needs_the_detector():
     with pytest.raises(ValueError, match="needs the detector"):
         make_mask(MaskConfig(name="coarse"))(plain(64, 64))
+
+
+def test_many_small_windows_share_few_shapes():
+    rng = np.random.default_rng(0)
+    cells = np.zeros((200, 200), bool)
+    for y, x in rng.integers(0, 195, (60, 2)):
+        cells[y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = True
+    win = plan_windows(cells, CELL, WindowConfig(margin=4))
+    shapes = {tuple(s) for s in win[:, 2:].tolist()}
+    assert len(win) > 40 and len(shapes) <= 12  # a ladder of 3 edge sizes here, not 57 shapes
+    assert (win[:, :2] >= 0).all() and (win[:, :2] + win[:, 2:] <= 400).all()

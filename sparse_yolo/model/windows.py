@@ -16,6 +16,10 @@ import torch
 from sparse_yolo.config import WindowConfig
 
 ALIGN = 4  # stride-8 cells per stride-32 cell
+# Window edges (stride-8 cells) are rounded up to this ladder (then multiples of 128), so
+# that windows share a few shapes: each new input shape costs the CPU conv library fresh
+# kernels and buffers, and equal shapes batch into one forward.
+LADDER = np.array([8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128])
 
 
 def plan_windows(cells: np.ndarray, cell: int, cfg: WindowConfig) -> np.ndarray:
@@ -39,9 +43,28 @@ def plan_windows(cells: np.ndarray, cell: int, cfg: WindowConfig) -> np.ndarray:
     boxes = np.stack([y, x, y + h, x + w], 1) + np.array([-1, -1, 1, 1]) * cfg.margin
     boxes = _align(boxes, grid_h, grid_w)
     boxes = _merge(boxes, cfg.merge_slack)
+    boxes = _snap_sizes(boxes, grid_h, grid_w)
     if _area(boxes).sum() >= grid_h * grid_w:  # overlaps made the windows dearer than the frame
         boxes = np.array([[0, 0, grid_h, grid_w]], dtype=np.int64)
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+
+
+def ladder_size(n: np.ndarray, limit: int) -> np.ndarray:
+    """Round window edges up to the shape ladder, never past ``limit``."""
+    big = -(-n // 128) * 128
+    idx = np.searchsorted(LADDER, n)
+    snapped = np.where(n <= LADDER[-1], LADDER[np.minimum(idx, len(LADDER) - 1)], big)
+    return np.minimum(snapped, limit)
+
+
+def _snap_sizes(boxes: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+    """Grow each (y0, x0, y1, x1) to a ladder size, centred, shifted to stay in the grid."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    limit = np.array([grid_h, grid_w])
+    new = np.stack([ladder_size(size[:, 0], grid_h), ladder_size(size[:, 1], grid_w)], 1)
+    lo = boxes[:, :2] - (new - size) // 2 // ALIGN * ALIGN
+    lo = np.clip(lo, 0, limit - new)
+    return np.concatenate([lo, lo + new], 1)
 
 
 def _align(boxes: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
