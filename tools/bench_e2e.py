@@ -1,0 +1,158 @@
+"""End-to-end detect latency of the sparse pipeline against dense baselines on synthetic 4K frames.
+
+One process, the same weights and post-processing for every method. Two 3840x2160 frames from
+:mod:`sparse_yolo.scenes` (real labelled crops pasted onto a low-texture background):
+
+* ``sparse``: crops on about --coverage of the frame (default 10%)
+* ``urban``: crops tiled over about 89% of the frame
+
+For each frame it prints the ``sparse-yolo compare`` table (sparse, dense@--imgsz, dense-full,
+sahi-640, sparse --mask all) and the ratios:
+
+* sparse vs dense full resolution: speed-up, and recall relative to the dense full-res detections
+* sparse vs SAHI slicing, and vs dense at --imgsz (1280)
+* ``--mask all`` overhead vs dense full resolution (the cost of the sparse machinery at 100%)
+
+Latency is the median of --runs after one warm-up (CUDA synchronised); recall vs GT uses the
+scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.compare`` and the
+compare command.
+
+Usage:
+  python tools/bench_e2e.py [--weights ../shared/weights/yolov8n.pt] [--device cpu|cuda]
+      [--half] [--backend auto|gather|spconv|dense] [--mask gradient] [--max-active F]
+      [--runs 3] [--threads N] [--seed 0] [--coverage 0.1] [--scenes sparse urban]
+      [--size 2160 3840] [--json bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from sparse_yolo import cli  # first: the command modules import the CLI group
+from sparse_yolo.commands.compare import format_table
+from sparse_yolo.compare import (
+    GFLOPS_CONVENTION,
+    Row,
+    SparseRunner,
+    build_runners,
+    json_safe,
+    measure,
+    score,
+)
+from sparse_yolo.detector import Detector
+from sparse_yolo.eval.labels import GroundTruth
+from sparse_yolo.scenes import FRAME_HW, shared_dir, sparse_scene, urban_scene
+
+DEFAULT_WEIGHTS = shared_dir() / "weights" / "yolov8n.pt"
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument(
+        "--weights", type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--half", action="store_true", help="fp16 dense baselines (CUDA)")
+    ap.add_argument("--backend", default="auto", choices=["auto", "gather", "spconv", "dense"])
+    ap.add_argument("--mask", default="gradient")
+    ap.add_argument("--max-active", type=float)
+    ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--coverage", type=float, default=0.10, help="crop coverage of the sparse frame"
+    )
+    ap.add_argument("--imgsz", type=int, default=1280, help="the downsampled dense baseline")
+    ap.add_argument("--slice", type=int, default=640)
+    ap.add_argument("--slice-overlap", type=float, default=0.2)
+    ap.add_argument("--scenes", nargs="+", default=["sparse", "urban"], choices=["sparse", "urban"])
+    ap.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=list(FRAME_HW),
+        metavar=("H", "W"),
+        help="frame size (smaller for a quick smoke run)",
+    )
+    ap.add_argument("--json", type=Path, help="write every row as JSON")
+    return ap.parse_args()
+
+
+def scene_frame(name: str, args: argparse.Namespace):
+    hw = tuple(args.size)
+    if name == "sparse":
+        return sparse_scene(args.seed, args.coverage, hw)
+    return urban_scene(args.seed, hw)
+
+
+def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[Row]:
+    """Every method on one synthetic frame, scored against its boxes and dense full-res."""
+    image, boxes, classes = scene_frame(name, args)
+    runners = build_runners(
+        detector, args.weights, (args.imgsz,), args.slice, args.slice_overlap, half=args.half
+    )
+    cfg = detector.config.replace(**{"mask.name": "all", "mask.max_active": None})
+    all_cells = Detector(detector.model, config=cfg, device=detector.engine.device)
+    runners.append(SparseRunner(all_cells, runners[0].counter, name="sparse mask=all"))
+    rows = []
+    for runner in runners:
+        print(f"  {name}: {runner.name} ...", flush=True)
+        rows.append(measure(runner, image, args.runs, detector.engine.device))
+    full = next(r for r in rows if r.method == "dense-full")
+    score(rows, GroundTruth(boxes, classes), full.detections)
+    return rows
+
+
+def ratio_lines(rows: list[Row]) -> list[str]:
+    """The headline ratios of one frame's rows."""
+    by = {r.method: r for r in rows}
+    sparse = by["sparse"]
+    recall = sparse.metrics["all"]["recall"] if sparse.metrics else float("nan")
+    lines = []
+    for other in rows:
+        if other.method in ("sparse", "sparse mask=all"):
+            continue
+        other_recall = other.metrics["all"]["recall"] if other.metrics else float("nan")
+        ratio = recall / other_recall if other_recall else float("nan")
+        lines.append(
+            f"sparse vs {other.method}: speed-up {other.latency_ms / sparse.latency_ms:.2f}x "
+            f"({other.latency_ms:.1f} / {sparse.latency_ms:.1f} ms), "
+            f"GFLOPs {other.gflops / max(sparse.gflops, 1e-9):.2f}x, "
+            f"GT recall {recall:.3f} vs {other_recall:.3f} (ratio {ratio:.3f})"
+        )
+    lines.append(
+        f"sparse recall of the dense full-res detections: {sparse.recall_vs_full:.3f} "
+        f"(active {sparse.info['active_fraction']:.1%}, windows {sparse.info['window_fraction']:.1%})"
+    )
+    overhead = by["sparse mask=all"].latency_ms / by["dense-full"].latency_ms
+    lines.append(f"--mask all overhead vs dense-full: {overhead:.2f}x latency")
+    return lines
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {"post.conf": args.conf, "mask.max_active": args.max_active}
+    detector = Detector(args.weights, args.backend, args.mask, device=args.device, **overrides)
+    print(
+        f"device {detector.engine.device}, threads {torch.get_num_threads()}, weights "
+        f"{args.weights}, half {args.half}, runs {args.runs}"
+    )
+    report = {"gflops": GFLOPS_CONVENTION, "device": str(detector.engine.device), "scenes": {}}
+    for name in args.scenes:
+        rows = run_scene(detector, args, name)
+        print(f"\n== {name} frame ==")
+        print(format_table(rows, labels=True))
+        print("\n".join(ratio_lines(rows)) + "\n")
+        report["scenes"][name] = [r.to_dict() for r in rows]
+    if args.json:
+        cli.write_json(args.json, json_safe(report))
+
+
+if __name__ == "__main__":
+    main()
