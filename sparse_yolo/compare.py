@@ -237,17 +237,9 @@ def _detections(d: torch.Tensor | np.ndarray, names: dict[int, str]) -> Detectio
 
 
 def fused_copy(model: SparseYOLO, device: torch.device, half: bool = False) -> SparseYOLO:
-    """A copy with BatchNorm folded into its convs, for dense baselines (as Ultralytics does)."""
-    from ultralytics.nn.modules import Conv  # noqa: PLC0415
-    from ultralytics.utils.torch_utils import fuse_conv_and_bn  # noqa: PLC0415
-
-    out = copy.deepcopy(model).eval()
+    """A BN-fused copy for dense baselines (as Ultralytics does), without the mask net."""
+    out = model.fused()
     out.mask_net = None
-    for m in out.modules():
-        if isinstance(m, Conv) and hasattr(m, "bn"):
-            m.conv = fuse_conv_and_bn(m.conv, m.bn)
-            delattr(m, "bn")
-            m.forward = m.forward_fuse
     out = out.to(device)
     return out.half() if half else out
 

@@ -23,6 +23,7 @@ by distillation. Its Detect head still imports, since the neck keeps YOLOv8's ch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import tempfile
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules import SPPF, C2f, Conv, Detect
 from ultralytics.utils.ops import make_divisible
-from ultralytics.utils.torch_utils import initialize_weights
+from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights
 
 from sparse_yolo.config import SCALES, ModelConfig
 from sparse_yolo.errors import SparseYoloError
@@ -144,6 +145,19 @@ class SparseYOLO(nn.Module):
             backend = DenseBackend()
             x = run_stem(self.stem, backend, x, ActivePyramid(cells.bool(), cell)).x
         return self.forward_p3(x)
+
+    def fused(self) -> SparseYOLO:
+        """An inference copy with BatchNorm folded into every conv (as Ultralytics' fuse()).
+
+        The sparse backends fold on the fly either way; the dense layers save a pass.
+        """
+        out = copy.deepcopy(self).eval()
+        for m in out.modules():
+            if isinstance(m, Conv) and hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        return out
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, **extra: Any) -> None:

@@ -15,6 +15,7 @@ is the order ``torch.nonzero`` returns; every backend uses that order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -131,6 +132,10 @@ class ActivePyramid:
         if stride not in self._levels:
             self._levels[stride] = ActiveLevel.from_mask(self.mask(stride), stride)
         return self._levels[stride]
+
+    @functools.cached_property
+    def all_active(self) -> bool:
+        return bool(self.cells.all())
 
     def active_fraction(self) -> float:
         return float(self.cells.float().mean()) if self.cells.numel() else 0.0

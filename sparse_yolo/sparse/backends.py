@@ -156,7 +156,9 @@ class DenseBackend(SparseBackend):
         return Grid(m(x.x) * self._mask(x.pyramid, stride, x.x.dtype), stride, x.pyramid)
 
     @staticmethod
-    def _mask(pyramid: ActivePyramid, stride: int, dtype: torch.dtype) -> torch.Tensor:
+    def _mask(pyramid: ActivePyramid, stride: int, dtype: torch.dtype) -> torch.Tensor | float:
+        if pyramid.all_active:
+            return 1.0  # nothing to zero: skip a full-resolution multiply per layer
         mask = pyramid.mask(stride).to(dtype)
         return mask[:, None] if mask.dim() == 3 else mask  # (B, 1, H, W) or (H, W)
 
@@ -167,7 +169,8 @@ class DenseBackend(SparseBackend):
             x = inp.image.flip(-1).permute(2, 0, 1).float().div_(255)[None]
         hp, wp = inp.pyramid.padded_shape
         x = F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2]))
-        return Grid(x * self._mask(inp.pyramid, 1, x.dtype), 1, inp.pyramid)
+        x = (x * self._mask(inp.pyramid, 1, x.dtype)).contiguous(memory_format=torch.channels_last)
+        return Grid(x, 1, inp.pyramid)
 
     def grid(self, x: Grid) -> torch.Tensor:
         return x.x
