@@ -25,7 +25,6 @@ longer than the guide's ~400 lines; it is the first candidate to split out (``me
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import gc
 import math
