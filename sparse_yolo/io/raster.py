@@ -11,6 +11,7 @@ inside the image (see ``sparse_yolo.io.tiles.tile_windows``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -39,6 +40,11 @@ STATS_SIDE = 1024  # long side, in pixels, of the decimated read used for stretc
 PERCENTILES = (2.0, 98.0)
 
 _GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+
+# GDAL's block cache defaults to 5% of RAM and fills with every new tile's blocks: on a
+# 20000 x 20000 GeoTIFF it grew the process by ~40 MB per 4096 px tile. Tiles are read
+# once, so a small cache loses nothing. A user's own setting wins.
+os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB
 
 
 def open_source(path: str | Path) -> ImageSource:
