@@ -120,3 +120,12 @@ from sparse_yolo.commands import detect as _detect  # noqa: E402  (commands impo
 
 main.add_command(_detect.detect)
 main.add_command(_detect.batch)
+
+from sparse_yolo.commands import train as _train  # noqa: E402
+
+main.add_command(_train.train)
+main.add_command(_train.distill)
+
+from sparse_yolo.commands import compare as _compare  # noqa: E402
+
+main.add_command(_compare.compare)

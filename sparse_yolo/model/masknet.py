@@ -8,9 +8,10 @@ is a set of cheap *full-resolution statistics* pooled over 4x4 pixel blocks (1/4
   even where a 1/4-resolution image has averaged it away.
 
 Both come from OpenCV ``INTER_AREA`` reductions of the uint8 frame (:func:`mask_features`),
-the one implementation used in training and in inference, so the net sees the same numbers in
-both. A few strided 3x3 convs then reach stride 16 and predict one logit per 16 px cell
-(coarser or finer cells are max-pooled or repeated from it).
+the one implementation used in training and in CPU inference, so the net sees the same
+numbers in both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
+A few strided 3x3 convs then reach stride 16 and predict one logit per 16 px cell (coarser
+or finer cells are max-pooled or repeated from it).
 
 The net lives inside the detector checkpoint (``SparseYOLO.mask_net``) together with its
 operating point, ``threshold``: the probability above which a cell is active, calibrated on
@@ -68,6 +69,33 @@ def mask_features(image: np.ndarray) -> np.ndarray:
     return np.pad(feats, ((0, 0), (0, hp - feats.shape[1]), (0, wp - feats.shape[2])))
 
 
+def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
+    """:func:`mask_features` computed by torch on the image's device (CUDA inference).
+
+    Same statistics with exact (unrounded) block means: it agrees with the OpenCV version to
+    about 0.5 / 255 in the means and 0.02 in the luma deviation, far below what the net
+    resolves, and saves the ~40 ms single-threaded OpenCV pass per 4K frame on a GPU host.
+
+    Args:
+        image: (H, W, 3) uint8 BGR tensor.
+
+    Returns:
+        (4, Hp / 4, Wp / 4) float32 on the same device.
+    """
+    h, w = image.shape[:2]
+    s = FEATURE_STRIDE
+    hp, wp = -(-h // PAD_TO) * PAD_TO, -(-w // PAD_TO) * PAD_TO
+    x = image.permute(2, 0, 1).float()
+    x = F.pad(x, (0, wp - w, 0, hp - h))
+    b, g, r = x[0], x[1], x[2]
+    grey = torch.floor((b * 1868 + g * 9617 + r * 4899 + 8192) / 16384)  # OpenCV's fixed point
+    mean = F.avg_pool2d(x[None], s)[0] / 255.0
+    grey_mean = F.avg_pool2d(grey[None, None], s)[0, 0]
+    sq_mean = F.avg_pool2d((grey * grey)[None, None], s)[0, 0]
+    std = (sq_mean - grey_mean * grey_mean).clamp_min(0).sqrt() / 64.0
+    return torch.cat([mean, std[None]], 0)
+
+
 def batch_features(images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """Stack :func:`mask_features` of equally sized frames into a (B, 4, H/4, W/4) tensor."""
     feats = np.stack([mask_features(im) for im in images])
@@ -112,7 +140,10 @@ class MaskNet(nn.Module):
             (Hc, Wc) float32 on the grid of :func:`sparse_yolo.masks.cell_grid`.
         """
         device = next(self.parameters()).device
-        feats = torch.from_numpy(mask_features(image))[None].to(device)
+        if device.type == "cuda":
+            feats = mask_features_torch(torch.from_numpy(image).to(device))[None]
+        else:
+            feats = torch.from_numpy(mask_features(image))[None]
         was_training = self.training
         self.eval()
         try:

@@ -1,0 +1,146 @@
+"""The learned foreground mask: features, net, registry, checkpoint, recall metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_yolo import Detector, SparseYoloError
+from sparse_yolo.config import MaskConfig, ModelConfig
+from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.model.loading import load_model
+from sparse_yolo.model.masknet import (
+    LearnedMask,
+    MaskNet,
+    cell_targets,
+    mask_features,
+    mask_features_torch,
+    mask_net_loss,
+)
+from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.train.maskfit import (
+    Frame,
+    calibrate_threshold,
+    mask_recall,
+    object_coverage,
+    pooled_recall,
+)
+from tests.conftest import scene
+
+
+def test_features_pad_like_the_cell_grid() -> None:
+    img = scene(250, 300)
+    feats = mask_features(img)
+    hc, wc = cell_grid(250, 300, 16)
+    assert feats.shape == (4, hc * 4, wc * 4) and feats.dtype == np.float32
+    padded = np.zeros((hc * 16, wc * 16, 3), np.uint8)
+    padded[:250, :300] = img
+    np.testing.assert_allclose(feats, mask_features(padded), atol=1e-5)
+    flat = mask_features(np.full((64, 64, 3), 77, np.uint8))
+    assert np.allclose(flat[3], 0) and np.allclose(flat[:3], 77 / 255)
+
+
+def test_torch_features_match_opencv() -> None:
+    """CUDA inference computes the statistics with torch; they agree with OpenCV's."""
+    img = scene(250, 300, n_objects=12)
+    ref = mask_features(img)
+    got = mask_features_torch(torch.from_numpy(img)).numpy()
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got[:3], ref[:3], atol=0.6 / 255)
+    np.testing.assert_allclose(got[3], ref[3], atol=0.03)
+
+
+@pytest.mark.parametrize("cell", [8, 16, 32])
+def test_net_scores_cover_the_cell_grid(cell: int) -> None:
+    net = MaskNet().eval()
+    probs = net.cell_probs(scene(200, 330), cell)
+    assert probs.shape == cell_grid(200, 330, cell)
+    assert ((probs > 0) & (probs < 1)).all()
+
+
+def test_learned_mask_is_registered_and_thresholded() -> None:
+    assert MASKS["learned"] is LearnedMask
+    net = MaskNet().eval()
+    net.threshold.fill_(0.0)  # every cell passes
+    res = make_mask(MaskConfig(name="learned", context=0), mask_net=net)(scene())
+    assert res.cells.all()
+    net.threshold.fill_(1.0)  # none does
+    assert not make_mask(MaskConfig(name="learned"), mask_net=net)(scene()).cells.any()
+
+
+def test_learned_mask_needs_a_mask_net(tiny: SparseYOLO) -> None:
+    with pytest.raises(SparseYoloError, match="trained mask net"):
+        Detector(tiny, mask="learned", device="cpu")
+
+
+def test_checkpoint_carries_the_mask_net(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = SparseYOLO(ModelConfig(scale="tiny", nc=2, mask_net=True)).eval()
+    model.mask_net.threshold.fill_(0.123)
+    path = tmp_path / "m.pt"
+    model.save(path)
+    loaded = load_model(path)
+    assert loaded.mask_net is not None
+    assert float(loaded.mask_net.threshold) == pytest.approx(0.123)
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    result = Detector(path, mask="learned", device="cpu").predict(scene())
+    assert result.stats["mask"] == "learned"
+
+
+def test_cell_targets_mark_overlapped_cells() -> None:
+    boxes = np.array(
+        [[0, 0, 10, 10], [17, 33, 40, 34], [90, 50, 200, 200], [300, 0, 310, 10]], np.float32
+    )
+    t = cell_targets(boxes, (4, 6), 16)
+    expected = np.zeros((4, 6), np.float32)
+    expected[0, 0] = 1
+    expected[2, 1:3] = 1
+    expected[3, 5] = 1
+    np.testing.assert_array_equal(t.numpy(), expected)
+
+
+def test_object_coverage_and_recall() -> None:
+    cells = np.zeros((4, 4), bool)
+    cells[0, 0] = True
+    boxes = np.array([[0, 0, 16, 16], [8, 0, 24, 16], [40, 40, 50, 50]], np.float32)
+    np.testing.assert_allclose(object_coverage(cells, 16, boxes), [1.0, 0.5, 0.0])
+    res = make_mask(MaskConfig(name="all"))(np.zeros((64, 64, 3), np.uint8))
+    assert mask_recall(res, boxes) == 1.0
+    point = pooled_recall([res], [Frame(np.zeros((64, 64, 3), np.uint8), boxes)])
+    assert (point.recall, point.active, point.n_objects) == (1.0, 1.0, 3)
+
+
+def _objects_scene(seed: int) -> Frame:
+    rng = np.random.default_rng(seed)
+    img = np.full((256, 256, 3), 100, np.uint8) + rng.integers(0, 4, (256, 256, 3), dtype=np.uint8)
+    boxes = []
+    for _ in range(6):
+        y, x = rng.integers(8, 240, 2)
+        img[y : y + 8, x : x + 8] = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        boxes.append([x, y, x + 8, y + 8])
+    return Frame(img, np.array(boxes, np.float32))
+
+
+def test_mask_net_learns_small_objects_and_calibrates() -> None:
+    torch.manual_seed(0)
+    frames = [_objects_scene(s) for s in range(4)]
+    feats = torch.from_numpy(np.stack([mask_features(f.image) for f in frames]))
+    targets = torch.stack([cell_targets(f.boxes, (16, 16), 16) for f in frames])
+    net = MaskNet()
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    first = None
+    for _ in range(60):
+        loss = mask_net_loss(net(feats), targets)
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first
+    net.eval()
+    thr = calibrate_threshold(net, frames, MaskConfig(context=0), target=0.95)
+    assert float(net.threshold) == pytest.approx(thr)
+    res = [make_mask(MaskConfig(name="learned", context=0), mask_net=net)(f.image) for f in frames]
+    point = pooled_recall(res, frames)
+    assert point.recall >= 0.95 and point.active < 0.5
