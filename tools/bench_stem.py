@@ -1,7 +1,7 @@
 """Stem time per backend against the dense stem on a 3840x2160 frame, one process.
 
 The dense baseline is YOLOv8 layers 0-4 as plain convolutions over the whole (padded)
-frame, given an already-normalised float tensor (its best case). Each sparse backend
+frame, BN folded, channels-last, given an already-normalised float tensor (its best case). Each sparse backend
 runs the same layers on a compact active area of 5/10/25% of the cells (a few blobs)
 starting from the uint8 BGR frame. Reports the median of --runs after one warm-up.
 
@@ -66,10 +66,11 @@ def main() -> None:
     model = (
         SparseYOLO.from_ultralytics(args.weights) if args.weights else SparseYOLO(ModelConfig("n"))
     )
-    model = model.to(dev).eval()
+    model = model.fused().to(dev).to(memory_format=torch.channels_last)  # as the engine runs
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).to(dev)
     x = torch.rand(1, 3, -(-H // 32) * 32, W, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last)
     stem = model.stem
     dense_model = stem.half() if args.half else stem
     xin = x.half() if args.half else x

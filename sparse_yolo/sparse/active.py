@@ -117,6 +117,7 @@ class ActivePyramid:
         self.cells = cells.bool()
         self.cell = cell
         self._levels: dict[int, ActiveLevel] = {}
+        self.cache: dict[object, torch.Tensor] = {}  # backends' derived per-stride tensors
 
     @property
     def padded_shape(self) -> tuple[int, int]:

@@ -159,18 +159,26 @@ class DenseBackend(SparseBackend):
     def _mask(pyramid: ActivePyramid, stride: int, dtype: torch.dtype) -> torch.Tensor | float:
         if pyramid.all_active:
             return 1.0  # nothing to zero: skip a full-resolution multiply per layer
-        mask = pyramid.mask(stride).to(dtype)
-        return mask[:, None] if mask.dim() == 3 else mask  # (B, 1, H, W) or (H, W)
+        key = (stride, dtype)
+        if key not in pyramid.cache:  # every conv at a stride reuses one float mask
+            mask = pyramid.mask(stride).to(dtype)
+            pyramid.cache[key] = mask[:, None] if mask.dim() == 3 else mask  # (B,1,H,W)|(H,W)
+        return pyramid.cache[key]
 
     def _image_grid(self, inp: ImageInput) -> Grid:
-        if inp.image.is_floating_point():  # (B, 3, H, W) RGB batch
-            x = inp.image
-        else:
-            x = inp.image.flip(-1).permute(2, 0, 1).float().div_(255)[None]
         hp, wp = inp.pyramid.padded_shape
-        x = F.pad(x, (0, wp - x.shape[-1], 0, hp - x.shape[-2]))
-        x = (x * self._mask(inp.pyramid, 1, x.dtype)).contiguous(memory_format=torch.channels_last)
-        return Grid(x, 1, inp.pyramid)
+        if inp.image.is_floating_point():  # (B, 3, H, W) RGB batch (training)
+            x = F.pad(inp.image, (0, wp - inp.image.shape[-1], 0, hp - inp.image.shape[-2]))
+            return Grid(x * self._mask(inp.pyramid, 1, x.dtype), 1, inp.pyramid)
+        # uint8 BGR frame -> zero-padded RGB in [0, 1], written once into a channels-last
+        # buffer (NHWC memory): a 4K frame costs a few passes, not one per conversion step.
+        h, w = inp.image.shape[:2]
+        nhwc = inp.image.new_zeros((1, hp, wp, 3), dtype=torch.float32)
+        nhwc[0, :h, :w] = inp.image.flip(-1)
+        nhwc.mul_(1 / 255)
+        if not inp.pyramid.all_active:
+            nhwc.mul_(inp.pyramid.mask(1)[None, :, :, None])
+        return Grid(nhwc.permute(0, 3, 1, 2), 1, inp.pyramid)
 
     def grid(self, x: Grid) -> torch.Tensor:
         return x.x
@@ -291,7 +299,7 @@ class SpconvBackend(RowsBackend):
             return Rows(self._finish(m, out), level, pyramid)
         sp = self._module(m, kind, x.level.stride)
         # spconv stores weights as [out, kh, kw, in]; this is the one conversion point.
-        sp.weight.data = weight.permute(0, 2, 3, 1).contiguous()
+        sp.weight.data = weight.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
         tensor = self._sp.SparseConvTensor(
             x.feats[:-1].contiguous(), self._indices(x.level), list(x.level.shape), 1
         )
