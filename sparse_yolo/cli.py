@@ -110,7 +110,7 @@ def build_detector(opts: dict[str, Any]):
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    from sparse_yolo.io.writers import atomic_open  # noqa: PLC0415
+    from sparse_yolo.atomic import atomic_open  # noqa: PLC0415
 
     with atomic_open(path) as f:
         json.dump(data, f, indent=2)

@@ -140,7 +140,7 @@ def write_plot(path: Path, sweep: Sequence, references: Sequence, labels: bool) 
     """
     from matplotlib.figure import Figure  # noqa: PLC0415 - Agg canvas, no pyplot state
 
-    from sparse_yolo.io.writers import atomic_open  # noqa: PLC0415
+    from sparse_yolo.atomic import atomic_open  # noqa: PLC0415
 
     x = [r.info["max_active"] for r in sweep]
     fig = Figure(figsize=(7.5, 4.5))

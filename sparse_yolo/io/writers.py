@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +27,7 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
+from sparse_yolo.atomic import atomic_open
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.geo import pixel_boxes_to_polygons, polygons_to_wgs84
 from sparse_yolo.types import Detections
@@ -64,36 +62,6 @@ Writer = Callable[[IO[str], Sequence[SourceDetections], bool], None]
 
 
 # --- atomic files -----------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success it replaces ``path`` atomically.
-
-    On any exception the temporary file is deleted, so ``path`` is either untouched or
-    complete. ``OSError`` becomes ``SparseYoloError``; other exceptions pass through.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise SparseYoloError(f"output directory {path.parent} does not exist", path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:  # 0o666 so the umask applies, like a plain open() (mkstemp would force 0o600)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise SparseYoloError(f"cannot write: {exc.strerror or exc}", path) from exc
-    try:
-        if binary:
-            fh: IO[Any] = os.fdopen(fd, "wb")
-        else:
-            fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        with fh:
-            yield fh
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SparseYoloError(f"cannot write: {exc.strerror or exc}", path) from exc
-        raise
 
 
 # --- coordinate frames ------------------------------------------------------------------

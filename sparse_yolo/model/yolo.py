@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ from ultralytics.nn.modules import SPPF, C2f, Conv, Detect
 from ultralytics.utils.ops import make_divisible
 from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights
 
+from sparse_yolo.atomic import atomic_open
 from sparse_yolo.config import SCALES, ModelConfig
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.model.masknet import build_mask_net
@@ -169,15 +168,8 @@ class SparseYOLO(nn.Module):
             "state_dict": self.state_dict(),
             **extra,
         }
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, binary=True) as f:
+            torch.save(payload, f)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> SparseYOLO:
