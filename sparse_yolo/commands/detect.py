@@ -205,12 +205,11 @@ def batch(inputs: str, outdir: Path, workers: int, resume: bool, **opts: Any) ->
     opts = _with_tiling(opts)
     threads = max(1, (os.cpu_count() or 1) // workers)
     if todo:
-        _init_worker(opts, threads) if workers == 1 else None
-        pool = (
-            ProcessPoolExecutor(workers, initargs=(opts, threads), initializer=_init_worker)
-            if workers > 1
-            else None
-        )
+        pool = None
+        if workers == 1:
+            _init_worker(opts, threads)
+        else:
+            pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(opts, threads))
         try:
             errors = _run_all(todo, outputs, opts["to_wgs84"], pool, tqdm)
         finally:
