@@ -45,6 +45,17 @@ class LabelledImage:
     classes: np.ndarray
 
 
+def labelled_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(image, label file) pairs of the labelled frames under ``root/data`` (VisDrone, DOTA)."""
+    data = root / "data"
+    pairs = [
+        (p, data / "visdrone" / "annotations" / f"{p.stem}.txt")
+        for p in sorted((data / "visdrone" / "images").glob("*.jpg"))
+    ]
+    pairs.append((data / "dota" / "P1888.png", data / "dota" / "P1888.txt"))
+    return pairs
+
+
 def shared_dir() -> Path:
     """``$SPARSE_YOLO_SHARED``, else the ``shared`` folder beside the repository."""
     env = os.environ.get(SHARED_ENV)
@@ -68,14 +79,8 @@ def load_sources(root: str) -> tuple[LabelledImage, ...]:
     Raises:
         SparseYoloError: none found.
     """
-    data = Path(root) / "data"
-    pairs = [
-        (p, data / "visdrone" / "annotations" / f"{p.stem}.txt")
-        for p in sorted((data / "visdrone" / "images").glob("*.jpg"))
-    ]
-    pairs.append((data / "dota" / "P1888.png", data / "dota" / "P1888.txt"))
     sources = []
-    for image_path, label_path in pairs:
+    for image_path, label_path in labelled_pairs(Path(root)):
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if image is None or not label_path.is_file():
             continue
@@ -83,7 +88,7 @@ def load_sources(root: str) -> tuple[LabelledImage, ...]:
         if len(gt):
             sources.append(LabelledImage(_blur_regions(image, gt.ignore), gt.boxes, gt.classes))
     if not sources:
-        raise SparseYoloError(f"no labelled VisDrone or DOTA images under {data}")
+        raise SparseYoloError(f"no labelled VisDrone or DOTA images under {Path(root) / 'data'}")
     return tuple(sources)
 
 

@@ -28,6 +28,7 @@ from sparse_yolo.config import MaskConfig
 from sparse_yolo.eval.labels import load_labels
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
+from sparse_yolo.scenes import labelled_pairs
 from sparse_yolo.train.maskfit import (
     Frame,
     RecallPoint,
@@ -44,14 +45,8 @@ SCALES = [float(s) for s in np.geomspace(0.05, 4.0, 25)]
 
 def shared_frames() -> list[Frame]:
     """The labelled frames of ../shared (VisDrone and DOTA)."""
-    data = SHARED / "data"
-    pairs = [
-        (p, data / "visdrone" / "annotations" / f"{p.stem}.txt")
-        for p in sorted((data / "visdrone" / "images").glob("*.jpg"))
-    ]
-    pairs.append((data / "dota" / "P1888.png", data / "dota" / "P1888.txt"))
     frames = []
-    for img_path, lbl_path in pairs:
+    for img_path, lbl_path in labelled_pairs(SHARED):
         image = read_frame(img_path)
         gt = load_labels(lbl_path, (image.shape[1], image.shape[0]))
         frames.append(Frame(image, gt.boxes, img_path.name))
