@@ -360,9 +360,7 @@ class DenseRunner:
         d = self.dense.predict(self.dense.batch(image))[0].cpu()
         # the sparse engine's final step: clip to the frame, then NMS again
         cfg = DetectorConfig(post=self.dense.post)
-        return _detections(
-            merge_detections(d, image.shape[:2], cfg.post.iou, cfg), self.dense.model.names
-        )
+        return _detections(merge_detections(d, image.shape[:2], cfg.post), self.dense.model.names)
 
     def cost(self, image: np.ndarray) -> tuple[float, dict[str, Any]]:
         hp, wp = (_padded(s) for s in image.shape[:2])

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from ultralytics.utils.nms import non_max_suppression
 
-from sparse_yolo.config import DetectorConfig
+from sparse_yolo.config import DetectorConfig, PostprocessConfig
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
@@ -105,7 +105,7 @@ class SparseEngine:
             with timer.stage("merge"):
                 dets.extend(self._decode(preds, boxes))
         with timer.stage("merge"):
-            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post.iou, self.cfg)
+            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
         return out, info
 
     def _batches(self, windows: np.ndarray) -> Iterator[torch.Tensor]:
@@ -127,23 +127,28 @@ class SparseEngine:
 
 
 def merge_detections(
-    dets: torch.Tensor, image_hw: tuple[int, int], iou: float, cfg: DetectorConfig
+    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig
 ) -> torch.Tensor:
-    """Merge detections from overlapping windows or tiles (class-aware unless agnostic).
+    """Merge detections from overlapping windows: clip to the image, then NMS.
 
     Args:
         dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
         image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
-        iou: NMS threshold.
+        post: IoU threshold, class-agnostic flag and max_det.
 
     Returns:
-        (M, 6) sorted by descending score, at most ``cfg.post.max_det`` rows.
+        (M, 6) sorted by descending score, at most ``post.max_det`` rows.
     """
     h, w = image_hw
     cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
     dets = dets[(cx < w) & (cy < h)]
     dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
     dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
-    groups = torch.zeros_like(dets[:, 5]) if cfg.post.agnostic else dets[:, 5]
-    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, iou)
-    return dets[keep[: cfg.post.max_det]]
+    return nms(dets, post)
+
+
+def nms(dets: torch.Tensor, post: PostprocessConfig) -> torch.Tensor:
+    """Class-aware (unless ``post.agnostic``) batched NMS of (N, 6) detections, best first."""
+    groups = torch.zeros_like(dets[:, 5]) if post.agnostic else dets[:, 5]
+    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, post.iou)
+    return dets[keep[: post.max_det]]

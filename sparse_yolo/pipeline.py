@@ -15,11 +15,11 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torchvision
 from rasterio.windows import Window
 from tqdm import tqdm
 
 from sparse_yolo.config import PostprocessConfig
+from sparse_yolo.engine import nms
 from sparse_yolo.io.raster import ImageSource, RasterSource, open_source
 from sparse_yolo.io.tiles import tile_windows
 from sparse_yolo.io.writers import SourceDetections
@@ -205,11 +205,11 @@ def merge_tiles(dets: torch.Tensor, post: PostprocessConfig, merge: str = "nms")
     """
     if not len(dets):
         return np.zeros((0, 6), np.float32)
-    groups = torch.zeros_like(dets[:, 5]) if post.agnostic else dets[:, 5]
     if merge == "greedy":
+        groups = torch.zeros_like(dets[:, 5]) if post.agnostic else dets[:, 5]
         out = greedy_merge(dets, groups, post.iou)
     elif merge == "nms":
-        out = dets[torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, post.iou)]
+        out = nms(dets, post)
     else:
         raise ValueError(f"unknown merge {merge!r}; known: nms, greedy")
     return out[: post.max_det].numpy().astype(np.float32)
