@@ -24,6 +24,7 @@ SCALES: dict[str, tuple[float, float, int]] = {
 }
 NECKS = ("pan", "slim")
 BACKENDS = ("auto", "gather", "spconv", "dense")
+FILLS = ("flat", "zero")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...] | list[str]) -> None:
@@ -102,14 +103,19 @@ class WindowConfig:
         margin: stride-8 cells of context added around each active group.
         merge_slack: merge two windows when the union box costs at most this factor
             of their separate areas (1.0 = merge only when it is no dearer).
+        fill: what inactive stride-8 sites hold when windows are densified: ``flat``, the
+            stem's response to a flat image of the frame's mean colour
+            (:func:`sparse_yolo.sparse.stem.flat_response`), or ``zero``.
     """
 
     margin: int = 8
     merge_slack: float = 1.0
+    fill: str = "flat"
 
     def __post_init__(self) -> None:
         if self.margin < 0 or self.merge_slack < 1.0:
             raise ValueError("window margin must be >= 0 and merge_slack >= 1.0")
+        _choice("window fill", self.fill, FILLS)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import cv2
 import numpy as np
 import torch
 import torchvision
@@ -21,7 +22,7 @@ from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
-from sparse_yolo.sparse.stem import run_stem
+from sparse_yolo.sparse.stem import flat_response, run_stem
 
 # Above this active fraction the gather kernel loses to dense convolution on CPU
 # (GUIDE.md: break-even at 30-45% depending on channels), so ``auto`` runs the stem dense.
@@ -87,6 +88,7 @@ class SparseEngine:
         grid = mask.cells.shape[0] * mask.cells.shape[1] * (mask.cell // 8) ** 2
         info = {
             "backend": backend.name,
+            "fill": self.cfg.window.fill,
             "n_windows": len(windows),
             "window_fraction": float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0,
         }
@@ -96,10 +98,12 @@ class SparseEngine:
             pyramid = ActivePyramid(torch.from_numpy(mask.cells).to(self.device), mask.cell)
             img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
             feats = run_stem(self.model.stem, backend, img, pyramid)
+        with timer.stage("densify"):
+            fill = self._fill(image, pyramid)
         dets = []
         for boxes in self._batches(windows):
             with timer.stage("densify"):
-                batch = backend.windows(feats, boxes.to(self.device))
+                batch = backend.windows(feats, boxes.to(self.device), fill)
             with timer.stage("remainder"):
                 preds = self.model.forward_p3(batch)[0]
             with timer.stage("merge"):
@@ -107,6 +111,14 @@ class SparseEngine:
         with timer.stage("merge"):
             out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
         return out, info
+
+    def _fill(self, image: np.ndarray, pyramid: ActivePyramid) -> torch.Tensor | None:
+        """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response."""
+        if self.cfg.window.fill == "zero" or pyramid.all_active:
+            return None
+        b, g, r = cv2.mean(image)[:3]
+        rgb = torch.tensor([[r, g, b]], dtype=torch.float32, device=self.device) / 255
+        return flat_response(self.model.stem, rgb)[0]
 
     def _batches(self, windows: np.ndarray) -> Iterator[torch.Tensor]:
         for group in group_by_shape(windows):

@@ -126,11 +126,13 @@ def test_windowed_remainder_identical_across_backends(tiny):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
 
 
-def test_masked_training_forward_equals_sparse_inference():
-    """forward(x, cells) (the training path) computes what the gather backend computes."""
+@pytest.mark.parametrize("fill", ["flat", "zero"])
+def test_masked_training_forward_equals_sparse_inference(fill):
+    """forward(x, cells) (the training path) computes what sparse inference computes,
+    inactive stride-8 sites included (filled the same way)."""
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
-    from sparse_yolo.sparse.stem import run_stem
+    from sparse_yolo.sparse.stem import flat_response, run_stem
     from tests.conftest import blob_cells
 
     model = tiny_model()
@@ -138,8 +140,13 @@ def test_masked_training_forward_equals_sparse_inference():
     cells = torch.from_numpy(blob_cells((4, 6), 0.4, 1))
     x = image.flip(-1).permute(2, 0, 1).float()[None] / 255
     with torch.inference_mode():
-        train_path = model(x, cells[None])[0]
+        train_path = model(x, cells[None], fill=fill)[0]
         g = make_backend("gather")
         feats = run_stem(model.stem, g, image, ActivePyramid(cells, 16))
-        sparse = model.forward_p3(g.grid(feats))[0]
+        background = flat_response(model.stem, x.mean((2, 3)))[0] if fill == "flat" else None
+        p3 = g.windows(feats, torch.tensor([[0, 0, 8, 12]]), background)
+        sparse = model.forward_p3(p3)[0]
+        zero_fill = model(x, cells[None], fill="zero")[0]
     torch.testing.assert_close(train_path, sparse, atol=1e-4, rtol=1e-4)
+    if fill == "flat":  # the fill changes the output: the test would notice a missing fill
+        assert not torch.allclose(sparse, zero_fill, atol=1e-3)

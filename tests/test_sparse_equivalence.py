@@ -69,6 +69,16 @@ def test_windows_densify_the_stride8_grid(backend):
     assert win.shape == (3, grid.shape[0], 8, 12)
     for (y0, x0, h, w), crop in zip(boxes.tolist(), win, strict=False):
         torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
+    # A fill vector lands on exactly the inactive sites; active sites are untouched.
+    fill = torch.linspace(-1, 1, grid.shape[0])
+    with torch.no_grad():
+        filled = be.windows(feats, boxes, fill)
+    active = torch.from_numpy(np.kron(cells, np.ones((2, 2), bool)))
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), filled, strict=False):
+        on = active[y0 : y0 + h, x0 : x0 + w]
+        assert 0 < on.sum() < on.numel()
+        torch.testing.assert_close(crop[:, on], grid[:, y0 : y0 + h, x0 : x0 + w][:, on])
+        torch.testing.assert_close(crop[:, ~on], fill[:, None].expand(-1, int((~on).sum())))
 
 
 def test_every_backend_is_registered_and_unknown_names_rejected():

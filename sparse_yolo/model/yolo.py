@@ -41,7 +41,7 @@ from sparse_yolo.model.masknet import build_mask_net
 from sparse_yolo.model.neck import PAN_LAYER_NAMES, PathAggregationNeck
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import DenseBackend
-from sparse_yolo.sparse.stem import run_stem
+from sparse_yolo.sparse.stem import flat_response, run_stem
 
 CHECKPOINT_FORMAT = "sparse-yolo"
 CHECKPOINT_VERSION = 1
@@ -127,7 +127,13 @@ class SparseYOLO(nn.Module):
         p5 = b[9](b[8](b[7](p4)))
         return self.head(self.neck([p3, p4, p5]))
 
-    def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None, cell: int = 16):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cells: torch.Tensor | None = None,
+        cell: int = 16,
+        fill: str = "flat",
+    ):
         """Dense forward of a (B, 3, H, W) RGB batch in [0, 1] (training, reference).
 
         Args:
@@ -136,14 +142,19 @@ class SparseYOLO(nn.Module):
                 applies the sparse active-set rules through the dense backend, so training
                 sees exactly the function that sparse inference computes (before windows).
             cell: cell edge in pixels.
+            fill: what inactive stride-8 sites hold (``WindowConfig.fill``): ``flat``, the
+                stem's response to each image's mean colour, or ``zero``.
         """
         if cells is None:
             for layer in self.stem:
                 x = layer(x)
-        else:
-            backend = DenseBackend()
-            x = run_stem(self.stem, backend, x, ActivePyramid(cells.bool(), cell)).x
-        return self.forward_p3(x)
+            return self.forward_p3(x)
+        pyramid = ActivePyramid(cells.bool(), cell)
+        p3 = run_stem(self.stem, DenseBackend(), x, pyramid).x
+        if fill == "flat" and not pyramid.all_active:
+            background = flat_response(self.stem, x.mean((2, 3)))
+            p3 = torch.where(pyramid.mask(8)[:, None], p3, background[:, :, None, None])
+        return self.forward_p3(p3)
 
     def fused(self) -> SparseYOLO:
         """An inference copy with BatchNorm folded into every conv (as Ultralytics' fuse()).

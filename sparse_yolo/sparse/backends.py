@@ -120,11 +120,12 @@ class SparseBackend:
         """(1, C, H, W) dense view of features (for tests and tools, not the hot path)."""
         raise NotImplementedError
 
-    def windows(self, x, boxes: torch.Tensor) -> torch.Tensor:
+    def windows(self, x, boxes: torch.Tensor, fill: torch.Tensor | None = None) -> torch.Tensor:
         """Densify equal-sized windows of stride-8 features.
 
         Args:
             boxes: (B, 4) long (y0, x0, h, w) in stride units; every h and w equal.
+            fill: optional (C,) features for the inactive sites (zeros when None).
 
         Returns:
             (B, C, h, w) float in channels-last memory format.
@@ -183,8 +184,14 @@ class DenseBackend(SparseBackend):
     def grid(self, x: Grid) -> torch.Tensor:
         return x.x
 
-    def windows(self, x: Grid, boxes: torch.Tensor) -> torch.Tensor:
-        crops = [x.x[0, :, y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes.tolist()]
+    def windows(
+        self, x: Grid, boxes: torch.Tensor, fill: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        grid = x.x
+        if fill is not None and not x.pyramid.all_active:
+            off = ~x.pyramid.mask(x.stride)
+            grid = grid + off.to(grid.dtype) * fill[:, None, None]  # inactive sites are zero
+        crops = [grid[0, :, y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes.tolist()]
         return torch.stack(crops).contiguous(memory_format=torch.channels_last)
 
 
@@ -197,7 +204,9 @@ class RowsBackend(SparseBackend):
         out[x.level.coords[:, 0] * w + x.level.coords[:, 1]] = x.feats[:-1]
         return out.view(h, w, -1).permute(2, 0, 1)[None]
 
-    def windows(self, x: Rows, boxes: torch.Tensor) -> torch.Tensor:
+    def windows(
+        self, x: Rows, boxes: torch.Tensor, fill: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h, w = x.level.shape
         b, (bh, bw) = boxes.shape[0], (int(boxes[0, 2]), int(boxes[0, 3]))
         dy = torch.arange(bh, device=boxes.device)
@@ -205,7 +214,10 @@ class RowsBackend(SparseBackend):
         ys = boxes[:, 0, None, None] + 1 + dy[None, :, None]
         xs = boxes[:, 1, None, None] + 1 + dx[None, None, :]
         idx = x.level.index[ys * (w + 2) + xs]  # (B, bh, bw) rows, N where inactive
-        return x.feats[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
+        table = x.feats
+        if fill is not None:  # the last row is what inactive sites read
+            table = torch.cat([table[:-1], fill[None].to(table.dtype)])
+        return table[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
 
     @staticmethod
     def _finish(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
