@@ -424,7 +424,14 @@ class UltralyticsRunner(ResizedRunner):
             self.kwargs.update({"quantize": 16} if new else {"half": True})
 
     def __call__(self, image: np.ndarray) -> Detections:
-        b = self.yolo.predict(image, **self.kwargs)[0].boxes
+        # Ultralytics' device selection resets torch's CPU threads to cpu_count - 1 (1 on a
+        # 2-core machine), which silently slowed every method timed after this one.
+        threads = torch.get_num_threads()
+        try:
+            b = self.yolo.predict(image, **self.kwargs)[0].boxes
+        finally:
+            self.last_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
         d = torch.cat([b.xyxy, b.conf[:, None], b.cls[:, None]], 1).float()
         return _detections(d, self.yolo.names)
 

@@ -201,7 +201,13 @@ def test_baselines_match_their_references_on_real_weights(shared):
     ours, ref = DenseRunner(dense)(crop), det.predict_array(crop).detections
     assert len(ref) > 3
     assert match_recall(ours, ref, iou=0.9) > 0.95 and match_recall(ref, ours, iou=0.9) > 0.95
-    ours, ref = ResizedRunner(dense, 320)(image), UltralyticsRunner(dense, 320, weights)(image)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # Ultralytics resets torch's threads; the runner must not leak that to later runs
+        ours, ref = ResizedRunner(dense, 320)(image), UltralyticsRunner(dense, 320, weights)(image)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert len(ref) > 3
     assert match_recall(ours, ref, iou=0.9) > 0.95 and match_recall(ref, ours, iou=0.9) > 0.95
 

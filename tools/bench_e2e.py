@@ -21,7 +21,7 @@ Usage:
   python tools/bench_e2e.py [--weights ../shared/weights/yolov8n.pt] [--device cpu|cuda]
       [--half] [--backend auto|gather|spconv|dense] [--mask gradient] [--max-active F]
       [--runs 3] [--threads N] [--seed 0] [--coverage 0.1] [--scenes sparse urban]
-      [--size 2160 3840] [--json bench.json]
+      [--size 2160 3840] [--set window.fill=zero ...] [--json bench.json]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import argparse
 from pathlib import Path
 
 import torch
+import yaml
 
 from sparse_yolo import cli  # first: the command modules import the CLI group
 from sparse_yolo.commands.compare import format_table
@@ -77,6 +78,14 @@ def parse_args() -> argparse.Namespace:
         default=list(FRAME_HW),
         metavar=("H", "W"),
         help="frame size (smaller for a quick smoke run)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted config override, repeatable, e.g. --set window.fill=zero",
     )
     ap.add_argument("--json", type=Path, help="write every row as JSON")
     return ap.parse_args()
@@ -138,6 +147,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"post.conf": args.conf, "mask.max_active": args.max_active}
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
     detector = Detector(args.weights, args.backend, args.mask, device=args.device, **overrides)
     print(
         f"device {detector.engine.device}, threads {torch.get_num_threads()}, weights "
