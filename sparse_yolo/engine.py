@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import torch
 import torchvision
-from ultralytics.utils.nms import non_max_suppression
 
 from sparse_yolo.config import DetectorConfig, PostprocessConfig
 from sparse_yolo.masks import MaskResult
@@ -105,9 +104,9 @@ class SparseEngine:
             with timer.stage("densify"):
                 batch = backend.windows(feats, boxes.to(self.device), fill)
             with timer.stage("remainder"):
-                preds = self.model.forward_p3(batch)[0]
+                cand = self.model.detect_p3(batch, self.cfg.post.conf)
             with timer.stage("merge"):
-                dets.extend(self._decode(preds, boxes))
+                dets.append(self._window_nms(cand, boxes))
         with timer.stage("merge"):
             out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
         return out, info
@@ -125,17 +124,23 @@ class SparseEngine:
             per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
             yield from group.split(per)
 
-    def _decode(self, preds: torch.Tensor, boxes: torch.Tensor) -> list[torch.Tensor]:
-        """Per-window NMS, then shift window pixels to image pixels."""
+    def _window_nms(self, cand: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """NMS within each window (as Ultralytics' per-image NMS), then window -> image pixels.
+
+        Args:
+            cand: (K, 7) [x1, y1, x2, y2, score, class, window] in window pixels.
+            boxes: (B, 4) windows (y0, x0, h, w) in stride-8 units.
+        """
         post = self.cfg.post
-        out = non_max_suppression(
-            preds, post.conf, post.iou, agnostic=post.agnostic, max_det=post.max_det
+        win = cand[:, 6].long()
+        groups = win * (1 if post.agnostic else self.model.cfg.nc) + (
+            0 if post.agnostic else cand[:, 5].long()
         )
-        shifts = (boxes[:, [1, 0, 1, 0]] * 8).to(preds)
-        return [
-            d.cpu() + torch.cat([s, s.new_zeros(2)]).cpu()
-            for d, s in zip(out, shifts, strict=False)
-        ]
+        keep = torchvision.ops.batched_nms(cand[:, :4], cand[:, 4], groups, post.iou)
+        out = cand[keep, :6].cpu()
+        shift = (boxes[:, [1, 0, 1, 0]] * 8).to(out)[win[keep].cpu()]
+        out[:, :4] += shift
+        return out
 
 
 def merge_detections(

@@ -37,6 +37,7 @@ from ultralytics.utils.torch_utils import fuse_conv_and_bn, initialize_weights
 from sparse_yolo.atomic import atomic_open
 from sparse_yolo.config import SCALES, ModelConfig
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.model.head import candidate_detections
 from sparse_yolo.model.masknet import build_mask_net
 from sparse_yolo.model.neck import PAN_LAYER_NAMES, PathAggregationNeck
 from sparse_yolo.sparse.active import ActivePyramid
@@ -126,6 +127,20 @@ class SparseYOLO(nn.Module):
         p4 = b[6](b[5](p3))
         p5 = b[9](b[8](b[7](p4)))
         return self.head(self.neck([p3, p4, p5]))
+
+    def detect_p3(self, p3: torch.Tensor, conf: float) -> torch.Tensor:
+        """Inference remainder: stride-8 features -> decoded candidate detections.
+
+        Computes what ``forward_p3`` plus Ultralytics' NMS input computes above ``conf``,
+        decoding only the anchors that pass it (:mod:`sparse_yolo.model.head`).
+
+        Returns:
+            (K, 7) float [x1, y1, x2, y2, score, class, window] in window pixels, before NMS.
+        """
+        b = self.backbone
+        p4 = b[6](b[5](p3))
+        p5 = b[9](b[8](b[7](p4)))
+        return candidate_detections(self.head, self.neck([p3, p4, p5]), conf)
 
     def forward(
         self,
