@@ -154,12 +154,16 @@ class DenseBackend(SparseBackend):
             x = self._image_grid(x)
         kind = conv_kind(m)
         stride = x.stride * 2 if kind == "strided" else x.stride
-        return Grid(m(x.x) * self._mask(x.pyramid, stride, x.x.dtype), stride, x.pyramid)
+        out = m(x.x)
+        if not x.pyramid.all_active:  # all active: skip a full-resolution pass per layer
+            mask = self._mask(x.pyramid, stride, out.dtype)
+            out = out.mul_(mask) if not torch.is_grad_enabled() else out * mask
+        return Grid(out, stride, x.pyramid)
 
     @staticmethod
     def _mask(pyramid: ActivePyramid, stride: int, dtype: torch.dtype) -> torch.Tensor | float:
         if pyramid.all_active:
-            return 1.0  # nothing to zero: skip a full-resolution multiply per layer
+            return 1.0
         key = (stride, dtype)
         if key not in pyramid.cache:  # every conv at a stride reuses one float mask
             mask = pyramid.mask(stride).to(dtype)
