@@ -23,9 +23,10 @@ from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
 from sparse_yolo.sparse.stem import flat_response, run_stem
 
-# Above this active fraction the gather kernel loses to dense convolution on CPU
-# (GUIDE.md: break-even at 30-45% depending on channels), so ``auto`` runs the stem dense.
-GATHER_MAX_ACTIVE = 0.35
+# Above this active fraction the gather kernel loses to dense convolution plus masks on CPU.
+# Measured on a 4K frame, 2 threads, blob masks: gather 131/219/316/446/867 ms against dense
+# 685/663/626/797/789 ms at 10/20/30/40/50% active, so ``auto`` runs the stem dense above 45%.
+GATHER_MAX_ACTIVE = 0.45
 # Stride-8 cells per remainder batch: bounds activation memory (about 2048 x 2048 px).
 MAX_BATCH_CELLS = 256 * 256
 
