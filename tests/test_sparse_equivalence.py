@@ -9,7 +9,7 @@ import torch
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import BACKENDS, make_backend, spconv_available
 from sparse_yolo.sparse.stem import run_stem
-from tests.conftest import blob_cells, tiny_model
+from tests.conftest import blob_cells, randomize_bn, tiny_model
 
 SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
 
@@ -93,3 +93,25 @@ def test_gather_refuses_autograd():
     pyramid = ActivePyramid(torch.ones(4, 4, dtype=torch.bool), 16)
     with pytest.raises(RuntimeError, match="inference-only"):
         run_stem(model.stem, make_backend("gather"), image, pyramid)
+
+
+@pytest.mark.parametrize("scale", ["n", "m"])
+def test_flat_response_is_the_interior_of_a_large_flat_image(scale):
+    """The background fill is what the stem computes deep inside a uniform image."""
+    from sparse_yolo.config import ModelConfig
+    from sparse_yolo.model.yolo import SparseYOLO
+    from sparse_yolo.sparse.stem import flat_response
+
+    model = randomize_bn(SparseYOLO(ModelConfig(scale=scale, nc=2)))
+    colour = torch.tensor([[0.2, 0.5, 0.7]])
+    with torch.no_grad():
+        x = colour[:, :, None, None].expand(1, 3, 640, 640).contiguous()
+        for layer in model.stem:
+            x = layer(x)
+        fill = flat_response(model.stem, colour)
+    assert x.abs().max() > 0.5  # features of real magnitude, so the tolerance means something
+    torch.testing.assert_close(fill, x[:, :, 40, 40], atol=1e-5, rtol=1e-5)
+    model.train()  # training-mode BatchNorm must not see (or learn from) the flat patch
+    before = model.stem[0].bn.running_mean.clone()
+    flat_response(model.stem, colour)
+    assert torch.equal(model.stem[0].bn.running_mean, before)

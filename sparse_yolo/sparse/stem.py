@@ -51,10 +51,19 @@ def run_stem(
     return x
 
 
-# Edge of the flat image whose centre feature is the background fill: wider than twice the
-# receptive-field radius of layers 0-4 at every YOLOv8 scale (about 112 px at scale x), so
-# the centre never sees the zero padding.
-FLAT_SIZE = 256
+def receptive_radius(layers: nn.ModuleList | list[nn.Module]) -> int:
+    """Pixels a stride-8 output of ``layers`` sees on each side of its centre.
+
+    Only the top-level strided convs change the stride, so every conv adds
+    ``(kernel // 2) * stride`` wherever it sits inside its layer.
+    """
+    radius, stride = 0, 1
+    for layer in layers:
+        for conv in layer.modules():
+            if isinstance(conv, nn.Conv2d):
+                radius += (conv.kernel_size[0] // 2) * stride
+                stride *= conv.stride[0]
+    return radius
 
 
 def flat_response(layers: nn.ModuleList | list[nn.Module], rgb: torch.Tensor) -> torch.Tensor:
@@ -72,7 +81,8 @@ def flat_response(layers: nn.ModuleList | list[nn.Module], rgb: torch.Tensor) ->
     Returns:
         (B, C) features, one fill vector per colour.
     """
-    x = rgb[:, :, None, None].expand(-1, -1, FLAT_SIZE, FLAT_SIZE)
+    size = 16 * (receptive_radius(layers) // 8 + 2)  # the centre site never sees padding
+    x = rgb[:, :, None, None].expand(-1, -1, size, size)
     x = x.contiguous(memory_format=torch.channels_last)
     # BatchNorm uses its running statistics: a batch of flat patches must neither normalise
     # itself nor leak into the statistics while the model trains.
