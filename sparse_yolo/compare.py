@@ -53,7 +53,8 @@ GFLOPS_CONVENTION = (
     "GFLOPs = 2 x multiply-accumulates / 1e9 of every Conv2d that runs, zero padding included; "
     "bias, BatchNorm, activations, pooling, upsampling, NMS and image statistics (the gradient "
     "mask) are not counted. Sparse: stem convs x active output sites, layers 5-22 x windowed "
-    "area, plus any network the mask runs (learned, coarse)."
+    "area (an upper bound: the Detect box branch runs only around candidate anchors), plus any "
+    "network the mask runs (learned, coarse)."
 )
 PROBE = 32  # px: every YOLOv8 conv's cost scales with the input area at multiples of this
 
@@ -321,9 +322,11 @@ class SparseRunner:
 
         res = self.last if self.last is not None else self.detector.predict_array(image)
         cfg, mask, stats = self.detector.config, res.mask, res.stats
-        windows = plan_windows(mask.cells, mask.cell, cfg.window)
+        # the cells the stem computed: auto may have promoted a near-full mask to every cell
+        cells = mask.cells if stats["active_fraction"] < 1 else np.ones_like(mask.cells)
+        windows = plan_windows(cells, mask.cell, cfg.window)
         # Stem work as run: the dense backend convolves every cell, then masks.
-        stem = self.counter.stem(mask.cells, mask.cell, stats["backend"] == "dense")
+        stem = self.counter.stem(cells, mask.cell, stats["backend"] == "dense")
         stem = stem if len(windows) else 0.0
         remainder = self.counter.remainder(windows)
         mask_fn = self.detector.mask  # masks that run a network (learned, coarse) count it
@@ -331,11 +334,12 @@ class SparseRunner:
         mask_gflops = self.counter.during(lambda: mask_fn(image), self.detector.model, net)
         gflops = stem + remainder + mask_gflops
         info = {
-            "input": f"act {mask.active_fraction:.0%} win {stats['window_fraction']:.0%}",
+            "input": f"act {stats['active_fraction']:.0%} win {stats['window_fraction']:.0%}",
             "mask": cfg.mask.name,
             "max_active": cfg.mask.max_active,
             "backend": stats["backend"],
-            "active_fraction": mask.active_fraction,
+            "active_fraction": stats["active_fraction"],
+            "mask_fraction": mask.active_fraction,
             "window_fraction": stats["window_fraction"],
             "n_windows": stats["n_windows"],
             "gflops": {"stem": stem, "remainder": remainder, "mask": mask_gflops},

@@ -27,6 +27,10 @@ from sparse_yolo.sparse.stem import flat_response, run_stem
 # Measured on a 4K frame, 2 threads, blob masks: gather 131/219/316/446/867 ms against dense
 # 685/663/626/797/789 ms at 10/20/30/40/50% active, so ``auto`` runs the stem dense above 45%.
 GATHER_MAX_ACTIVE = 0.45
+# When ``auto`` runs the stem dense and the windows cover at least this share of the frame,
+# it computes every cell: on a cluttered 4K frame (84% active, windows 94%) the masked run
+# took 1.99 s and recovered 0.969 of the dense detections; every cell took 1.88 s, exact.
+ALL_WINDOWS = 0.9
 # Stride-8 cells per remainder batch: bounds activation memory (about 2048 x 2048 px).
 MAX_BATCH_CELLS = 256 * 256
 
@@ -83,19 +87,24 @@ class SparseEngine:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
             and facts about the run (backend, windows).
         """
+        cells = mask.cells
         backend = self.backend_for(mask.active_fraction)
-        windows = plan_windows(mask.cells, mask.cell, self.cfg.window)
-        grid = mask.cells.shape[0] * mask.cells.shape[1] * (mask.cell // 8) ** 2
-        info = {
-            "backend": backend.name,
-            "fill": self.cfg.window.fill,
-            "n_windows": len(windows),
-            "window_fraction": float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0,
-        }
+        windows = plan_windows(cells, mask.cell, self.cfg.window)
+        grid = cells.shape[0] * cells.shape[1] * (mask.cell // 8) ** 2
+        covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
+        info = {"backend": backend.name, "fill": self.cfg.window.fill}
+        if self.cfg.backend == "auto" and backend.name == "dense" and covered >= ALL_WINDOWS:
+            # The masked dense stem costs more than the cells it skips, and the windows span
+            # the frame anyway: compute every cell (exactly the dense network, better recall).
+            cells = np.ones_like(cells)
+            windows = plan_windows(cells, mask.cell, self.cfg.window)
+            covered = 1.0
+            info["active_fraction"] = 1.0
+        info.update(n_windows=len(windows), window_fraction=covered)
         if not len(windows):
             return torch.zeros((0, 6)), info
         with timer.stage("stem"):
-            pyramid = ActivePyramid(torch.from_numpy(mask.cells).to(self.device), mask.cell)
+            pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), mask.cell)
             img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):

@@ -150,3 +150,26 @@ def test_masked_training_forward_equals_sparse_inference(fill):
     torch.testing.assert_close(train_path, sparse, atol=1e-4, rtol=1e-4)
     if fill == "flat":  # the fill changes the output: the test would notice a missing fill
         assert not torch.allclose(sparse, zero_fill, atol=1e-3)
+
+
+def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared):
+    """auto + a near-full mask runs the exact dense network; an explicit backend does not."""
+    from sparse_yolo.masks import MaskResult
+
+    model = load_model(SHARED_WEIGHTS)
+    image = cv2.imread(str(shared / "data" / "visdrone" / "images" / "0000072_00000_d_0000001.jpg"))
+    image = np.ascontiguousarray(image[:384, :640])
+    cells = np.ones((12, 20), bool)
+    cells[4:8, 6:12] = False  # 90% active: a dense stem, windows over the whole frame
+    fixed = MaskResult(cells, cells.astype(np.float32), 32)
+    ref = Detector(model, "dense", "all", device="cpu").predict_array(image)
+    runs = {}
+    for backend in ("auto", "dense"):
+        det = Detector(model, backend, device="cpu", **{"mask.cell": 32})
+        det.mask = lambda img, valid=None: fixed
+        runs[backend] = det.predict_array(image)
+    assert len(ref) > 3
+    assert runs["auto"].stats["active_fraction"] == 1.0
+    np.testing.assert_allclose(runs["auto"].boxes, ref.boxes, atol=1e-3)
+    assert runs["dense"].stats["active_fraction"] == pytest.approx(0.9)
+    assert len(runs["dense"]) < len(ref)  # the hole was not computed
