@@ -2,8 +2,8 @@
 
 Every method is a *runner*: ``runner(image) -> Detections`` for an (H, W, 3) uint8 BGR frame,
 and ``runner.cost(image) -> (gflops, info)`` for the work of its last call. :func:`measure`
-times a runner and samples its peak memory; the ``compare`` command and ``tools/bench_e2e.py``
-both build their rows with :func:`build_runners` and :func:`measure`.
+times runners in interleaved rounds and records their peak memory; the ``compare`` command and
+``tools/bench_e2e.py`` both build their rows with :func:`build_runners` and :func:`measure_all`.
 
 Methods (all with the same weights and post-processing settings):
 
@@ -573,21 +573,48 @@ class Row:
 def measure(
     runner: Runner, image: np.ndarray, runs: int = 3, device: torch.device | str = "cpu"
 ) -> Row:
-    """Time ``runner`` on ``image``: one warm-up run, then the median of ``runs`` runs."""
+    """Time one runner: :func:`measure_all` with a single method."""
+    return measure_all([runner], image, runs, device)[0]
+
+
+def measure_all(
+    runners: Sequence[Runner],
+    image: np.ndarray,
+    runs: int = 3,
+    device: torch.device | str = "cpu",
+    announce: Callable[[str], Any] | None = None,
+) -> list[Row]:
+    """Time every runner on ``image``: one warm-up each, then ``runs`` rounds, median per runner.
+
+    Rounds are interleaved (A B C, A B C, ...) so that a slow drift of the machine (thermal,
+    a neighbour's load) spreads over every method instead of landing on whichever ran last.
+    Peak memory is each runner's highest high-water mark over its own timed calls.
+
+    Args:
+        announce: called with each runner's name before its warm-up (progress).
+    """
     device = torch.device(device)
-    runner(image)
-    synchronize(device)
-    times = []
-    with PeakMemory(device) as mem:
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
-            dets = runner(image)
-            synchronize(device)
-            times.append((time.perf_counter() - t0) * 1e3)
-    gflops, info = runner.cost(image)
-    return Row(
-        runner.name, statistics.median(times), gflops, mem.peak_mib, len(dets), info, times, dets
-    )
+    for runner in runners:
+        if announce is not None:
+            announce(runner.name)
+        runner(image)
+        synchronize(device)
+    times: list[list[float]] = [[] for _ in runners]
+    peaks = [0.0] * len(runners)
+    last: list[Detections | None] = [None] * len(runners)
+    for _ in range(max(1, runs)):
+        for i, runner in enumerate(runners):
+            with PeakMemory(device) as mem:
+                t0 = time.perf_counter()
+                last[i] = runner(image)
+                synchronize(device)
+                times[i].append((time.perf_counter() - t0) * 1e3)
+            peaks[i] = max(peaks[i], mem.peak_mib)
+    rows = []
+    for runner, t, peak, dets in zip(runners, times, peaks, last, strict=True):
+        gflops, info = runner.cost(image)
+        rows.append(Row(runner.name, statistics.median(t), gflops, peak, len(dets), info, t, dets))
+    return rows
 
 
 def score(rows: Sequence[Row], gt: GroundTruth | None, reference: Detections | None) -> None:

@@ -238,3 +238,34 @@ def test_scenes_are_seeded_and_urban_is_denser():
     np.testing.assert_array_equal(a[1], b[1])
     urban = urban_scene(3, hw=(540, 960), data_dir=SHARED)
     assert len(urban[1]) > len(a[1])
+
+
+def test_measure_all_interleaves_rounds_after_warm_ups():
+    """A slow drift of the machine must not land on whichever method runs last."""
+    from sparse_yolo.compare import measure_all
+    from sparse_yolo.types import Detections
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, n):
+            self.name, self.n = name, n
+
+        def __call__(self, image):
+            calls.append(self.name)
+            return Detections(
+                np.zeros((self.n, 4), np.float32),
+                np.ones(self.n, np.float32),
+                np.zeros(self.n, np.int64),
+                {0: "x"},
+            )
+
+        def cost(self, image):
+            return 1.0, {"input": self.name}
+
+    announced = []
+    rows = measure_all([Fake("a", 2), Fake("b", 3)], scene(32, 32), 3, "cpu", announced.append)
+    assert announced == ["a", "b"]
+    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert [r.method for r in rows] == ["a", "b"] and [r.n_det for r in rows] == [2, 3]
+    assert all(len(r.latencies_ms) == 3 and r.latency_ms >= 0 for r in rows)

@@ -13,7 +13,7 @@ sahi-640, sparse --mask all) and the ratios:
 * sparse vs SAHI slicing, and vs dense at --imgsz (1280)
 * ``--mask all`` overhead vs dense full resolution (the cost of the sparse machinery at 100%)
 
-Latency is the median of --runs after one warm-up (CUDA synchronised); recall vs GT uses the
+Latency is the median of --runs interleaved rounds after one warm-up each (CUDA synchronised); recall vs GT uses the
 scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.compare`` and the
 compare command.
 
@@ -40,7 +40,7 @@ from sparse_yolo.compare import (
     SparseRunner,
     build_runners,
     json_safe,
-    measure,
+    measure_all,
     score,
 )
 from sparse_yolo.detector import Detector
@@ -107,10 +107,8 @@ def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[R
     cfg = detector.config.replace(**{"mask.name": "all", "mask.max_active": None})
     all_cells = Detector(detector.model, config=cfg, device=detector.engine.device)
     runners.append(SparseRunner(all_cells, runners[0].counter, name="sparse mask=all"))
-    rows = []
-    for runner in runners:
-        print(f"  {name}: {runner.name} ...", flush=True)
-        rows.append(measure(runner, image, args.runs, detector.engine.device))
+    announce = lambda method: print(f"  {name}: {method} ...", flush=True)  # noqa: E731
+    rows = measure_all(runners, image, args.runs, detector.engine.device, announce)
     full = next(r for r in rows if r.method == "dense-full")
     score(rows, GroundTruth(boxes, classes), full.detections)
     return rows

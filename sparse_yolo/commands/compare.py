@@ -15,7 +15,7 @@ MULTI_VALUE_FLAGS = ("--imgsz", "--sweep-active")
 SIZE_BUCKETS = ("all", "small", "medium", "large")
 METRICS = (("recall", "R"), ("precision", "P"), ("map50", "AP50"))
 LEGEND = (
-    "ms: median of the timed runs after one warm-up. GFLOPs: 2 x conv multiply-adds / 1e9 "
+    "ms: median of interleaved timed rounds after a warm-up. GFLOPs: 2 x conv multiply-adds / 1e9 "
     "(sparse: active sites of the stem + windowed area of the rest). peak MiB: peak RSS above "
     "the level before the runs (CUDA: allocated memory). R@full: share of the dense "
     "full-resolution detections found."
@@ -174,14 +174,11 @@ def _recall(row, labels: bool) -> float:
 
 
 def run_rows(runners: Sequence, image, runs: int, device) -> list:
-    """Measure each runner in turn, telling the user which one runs (stderr)."""
-    from sparse_yolo.compare import measure  # noqa: PLC0415
+    """Measure the runners in interleaved rounds, telling the user which one warms up (stderr)."""
+    from sparse_yolo.compare import measure_all  # noqa: PLC0415
 
-    rows = []
-    for runner in runners:
-        click.echo(f"running {runner.name} ...", err=True)
-        rows.append(measure(runner, image, runs, device))
-    return rows
+    announce = lambda name: click.echo(f"running {name} ...", err=True)  # noqa: E731
+    return measure_all(runners, image, runs, device, announce)
 
 
 def _report(image_path: Path, image, detector, weights, labels, runs: int, rows, sweep) -> dict:
