@@ -126,7 +126,7 @@ class Detector:
         t0 = time.perf_counter()
         with timer.stage("mask"):
             mask = self.mask(image, valid)
-        dets, info = self.engine.run(image, mask, timer)
+        dets, info = self.engine.run(image, mask, timer, valid)
         stats = {
             "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
             "active_fraction": mask.active_fraction,

@@ -75,13 +75,21 @@ class SparseEngine:
         return make_backend(name, self.device)
 
     @torch.inference_mode()
-    def run(self, image: np.ndarray, mask: MaskResult, timer: Timer) -> tuple[torch.Tensor, dict]:
+    def run(
+        self,
+        image: np.ndarray,
+        mask: MaskResult,
+        timer: Timer,
+        valid: np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, dict]:
         """Detect objects in the active cells of one image.
 
         Args:
             image: (H, W, 3) uint8 BGR.
             mask: its active cells (covering the image padded to a multiple of 32).
             timer: receives ``stem``, ``densify``, ``remainder`` and ``merge`` seconds.
+            valid: optional (H, W) bool of real pixels (not nodata): the background fill
+                takes its colour from them only.
 
         Returns:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
@@ -108,7 +116,7 @@ class SparseEngine:
             img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):
-            fill = self._fill(image, pyramid)
+            fill = self._fill(image, pyramid, valid)
         dets = []
         for boxes in self._batches(windows):
             with timer.stage("densify"):
@@ -121,11 +129,14 @@ class SparseEngine:
             out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
         return out, info
 
-    def _fill(self, image: np.ndarray, pyramid: ActivePyramid) -> torch.Tensor | None:
+    def _fill(
+        self, image: np.ndarray, pyramid: ActivePyramid, valid: np.ndarray | None
+    ) -> torch.Tensor | None:
         """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response."""
         if self.cfg.window.fill == "zero" or pyramid.all_active:
             return None
-        b, g, r = cv2.mean(image)[:3]
+        weights = None if valid is None or not valid.any() else valid.astype(np.uint8)
+        b, g, r = cv2.mean(image, weights)[:3]
         rgb = torch.tensor([[r, g, b]], dtype=torch.float32, device=self.device) / 255
         return flat_response(self.model.stem, rgb)[0]
 

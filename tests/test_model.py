@@ -173,3 +173,30 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
     np.testing.assert_allclose(runs["auto"].boxes, ref.boxes, atol=1e-3)
     assert runs["dense"].stats["active_fraction"] == pytest.approx(0.9)
     assert len(runs["dense"]) < len(ref)  # the hole was not computed
+
+
+def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
+    """Nodata (black here) must not darken the background the skipped cells stand for."""
+    import sparse_yolo.engine as engine_mod
+    from sparse_yolo.config import DetectorConfig
+    from sparse_yolo.sparse.active import ActivePyramid
+
+    colours = []
+    real = engine_mod.flat_response
+    monkeypatch.setattr(
+        engine_mod, "flat_response", lambda layers, rgb: colours.append(rgb) or real(layers, rgb)
+    )
+    engine = engine_mod.SparseEngine(tiny_model(), DetectorConfig())
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 32:] = (200, 150, 100)  # BGR; the left half is nodata
+    valid = np.zeros((64, 64), bool)
+    valid[:, 32:] = True
+    pyramid = ActivePyramid(torch.tensor([[True, False], [False, False]]), 32)
+    with torch.inference_mode():
+        fill = engine._fill(image, pyramid, valid)
+        engine._fill(image, pyramid, None)
+        everything = ActivePyramid(torch.ones(2, 2, dtype=torch.bool), 32)
+        assert engine._fill(image, everything, valid) is None  # nothing to fill
+    assert fill.shape == (engine.model.stem[-1].cv2.conv.out_channels,)
+    torch.testing.assert_close(colours[0], torch.tensor([[100.0, 150.0, 200.0]]) / 255)
+    torch.testing.assert_close(colours[1], torch.tensor([[50.0, 75.0, 100.0]]) / 255)
