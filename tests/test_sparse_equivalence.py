@@ -115,3 +115,18 @@ def test_flat_response_is_the_interior_of_a_large_flat_image(scale):
     before = model.stem[0].bn.running_mean.clone()
     flat_response(model.stem, colour)
     assert torch.equal(model.stem[0].bn.running_mean, before)
+
+
+def test_gather_is_exact_across_im2col_chunks(monkeypatch):
+    """Many small chunks (the 4K case) compute what one chunk computes."""
+    import sparse_yolo.sparse.backends as backends
+
+    model = tiny_model(seed=4)
+    rng = np.random.default_rng(4)
+    image = torch.from_numpy(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8))
+    cells = blob_cells((12, 16), 0.4, 4)
+    ((_, whole),) = _stem_outputs(model, image, cells, 16, ["gather"]).values()
+    monkeypatch.setattr(backends, "_CHUNK_BYTES", 4096)  # a few dozen rows per chunk
+    ((be, chunked),) = _stem_outputs(model, image, cells, 16, ["gather"]).values()
+    assert whole.level.n > 100
+    torch.testing.assert_close(be.grid(chunked), be.grid(whole), atol=1e-5, rtol=1e-5)
