@@ -49,9 +49,11 @@ def test_candidates_equal_ultralytics_decode(fused, share, box_path, monkeypatch
         ours = candidate_detections(model.head, _neck(model, p3), conf)
         ref = _reference(model, p3, conf)
     assert 5 < len(ref) == len(ours)
-    key = lambda d: d[:, 6] * 1e7 + d[:, 1] * 1e3 + d[:, 0]  # noqa: E731 - window, y, x order
-    ours, ref = ours[key(ours).argsort()], ref[key(ref).argsort()]
-    torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-4)
+    # rows match one to one (the order of the two decodes differs)
+    dist = torch.cdist(ours.double(), ref.double())
+    nearest = dist.argmin(1)
+    assert dist.min(1).values.max() < 1e-3
+    assert len(set(nearest.tolist())) == len(ref)
 
 
 def test_box_branch_paths_agree(monkeypatch):

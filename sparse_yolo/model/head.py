@@ -52,7 +52,7 @@ def candidate_detections(head: Detect, feats: list[torch.Tensor], conf: float) -
             continue
         b, y, xx = cand.unbind(1)
         raw = _box_branch(head.cv2[i], x, cand)  # (K, 4 * reg_max)
-        dist = head.dfl(raw.t().contiguous()[None])  # (1, 4, K) distances in stride units
+        dist = _dfl(head, raw)  # (1, 4, K) distances in stride units
         anchors = torch.stack([xx, y]).to(dist.dtype)[None] + 0.5
         boxes = dist2bbox(dist, anchors, xywh=False, dim=1)[0].t() * float(head.stride[i])
         score = best[b, y, xx].sigmoid()
@@ -60,6 +60,17 @@ def candidate_detections(head: Detect, feats: list[torch.Tensor], conf: float) -
     if not out:
         return feats[0].new_zeros((0, 7))
     return torch.cat(out).float()
+
+
+def _dfl(head: Detect, raw: torch.Tensor) -> torch.Tensor:
+    """Ultralytics' DFL (expected bin over a softmax) on (K, 4 * reg_max) rows -> (1, 4, K).
+
+    The same fixed bin weights as ``head.dfl``, applied as a dot product: its 1x1 conv on a
+    transposed (1, reg_max, 4, K) view fell back to PyTorch's slow conv path.
+    """
+    bins = head.dfl.conv.weight.view(-1)
+    dist = (raw.view(-1, 4, bins.numel()).softmax(-1) * bins).sum(-1)
+    return dist.t()[None]
 
 
 def _box_branch(branch: nn.Sequential, x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
