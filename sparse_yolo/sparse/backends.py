@@ -201,6 +201,33 @@ class DenseBackend(SparseBackend):
         return torch.stack(crops).contiguous(memory_format=torch.channels_last)
 
 
+class FlatBackend(SparseBackend):
+    """The stem inside an infinite flat image: features are one (B, C) vector per image.
+
+    Every site sees the same input there, so a conv (any stride, zero padding never reached)
+    is its kernel summed over space applied to that vector. Not a user-selectable backend: it
+    computes the background fill (:func:`sparse_yolo.sparse.stem.flat_response`).
+    """
+
+    name = "flat"
+    channel_dim = -1
+
+    def enter(self, image: torch.Tensor, pyramid: ActivePyramid | None) -> torch.Tensor:
+        return image  # (B, 3) RGB colours in [0, 1]
+
+    def conv(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = fold_conv(m)
+        return m.act(torch.addmm(bias, x, weight.sum((2, 3)).t()))
+
+    @staticmethod
+    def _data(x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def _wrap(like: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+        return data
+
+
 class RowsBackend(SparseBackend):
     """Shared parts of the backends that keep features as rows of active sites."""
 

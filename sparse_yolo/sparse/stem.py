@@ -11,7 +11,7 @@ from torch import nn
 from ultralytics.nn.modules import C2f, Conv
 
 from sparse_yolo.sparse.active import ActivePyramid
-from sparse_yolo.sparse.backends import SparseBackend
+from sparse_yolo.sparse.backends import FlatBackend, SparseBackend
 
 
 def c2f(m: C2f, x, backend: SparseBackend):
@@ -27,18 +27,19 @@ def run_stem(
     layers: nn.ModuleList | list[nn.Module],
     backend: SparseBackend,
     image: torch.Tensor,
-    pyramid: ActivePyramid,
+    pyramid: ActivePyramid | None,
 ):
     """Run the stem on the active cells of one image.
 
     Args:
         layers: YOLOv8 layers 0-4, ending at stride 8.
         backend: which kernels to use.
-        image: (H, W, 3) uint8 BGR, H and W at most ``pyramid.padded_shape``.
-        pyramid: active cells of the image.
+        image: (H, W, 3) uint8 BGR, H and W at most ``pyramid.padded_shape`` (the dense
+            backend also takes a float batch; the flat backend (B, 3) colours).
+        pyramid: active cells of the image (None for the flat backend).
 
     Returns:
-        The backend's stride-8 features (``Rows`` or ``Grid``).
+        The backend's stride-8 features (``Rows``, ``Grid`` or flat vectors).
     """
     x = backend.enter(image, pyramid)
     for layer in layers:
@@ -51,49 +52,23 @@ def run_stem(
     return x
 
 
-def receptive_radius(layers: nn.ModuleList | list[nn.Module]) -> int:
-    """Pixels a stride-8 output of ``layers`` sees on each side of its centre.
-
-    Only the top-level strided convs change the stride, so every conv adds
-    ``(kernel // 2) * stride`` wherever it sits inside its layer.
-    """
-    radius, stride = 0, 1
-    for layer in layers:
-        for conv in layer.modules():
-            if isinstance(conv, nn.Conv2d):
-                radius += (conv.kernel_size[0] // 2) * stride
-                stride *= conv.stride[0]
-    return radius
-
-
 def flat_response(layers: nn.ModuleList | list[nn.Module], rgb: torch.Tensor) -> torch.Tensor:
     """Stride-8 stem features of a flat image of each colour: the background fill.
 
     Sites outside the active set were skipped because they look like background; reading them
     as zeros gives the remainder features no real image produces (measured: a perfect mask
     still lost 11% of the dense detections on a cluttered 4K frame). Filling them with the
-    stem's response to a uniform patch of the frame's mean colour recovered most of it.
+    stem's response to a uniform image of the frame's mean colour recovered most of it.
+
+    Computed exactly and for almost nothing by :class:`FlatBackend`: inside a flat image every
+    site sees the same input, so each conv is its kernel's sum applied to one vector.
 
     Args:
-        layers: YOLOv8 layers 0-4 (their own dense forward; differentiable).
+        layers: YOLOv8 layers 0-4 (BatchNorm folded with its running statistics, as in
+            inference; differentiable, so training learns through the fill too).
         rgb: (B, 3) colours in [0, 1], RGB.
 
     Returns:
         (B, C) features, one fill vector per colour.
     """
-    size = 16 * (receptive_radius(layers) // 8 + 2)  # the centre site never sees padding
-    x = rgb[:, :, None, None].expand(-1, -1, size, size)
-    x = x.contiguous(memory_format=torch.channels_last)
-    # BatchNorm uses its running statistics: a batch of flat patches must neither normalise
-    # itself nor leak into the statistics while the model trains.
-    norms = [m for layer in layers for m in layer.modules() if isinstance(m, nn.BatchNorm2d)]
-    modes = [m.training for m in norms]
-    for m in norms:
-        m.eval()
-    try:
-        for layer in layers:
-            x = layer(x)
-    finally:
-        for m, mode in zip(norms, modes, strict=True):
-            m.train(mode)
-    return x[:, :, x.shape[2] // 2, x.shape[3] // 2]
+    return run_stem(layers, FlatBackend(), rgb, None)
