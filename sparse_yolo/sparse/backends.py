@@ -299,25 +299,29 @@ class GatherBackend(RowsBackend):
     def _image_conv(
         inp: ImageInput, weight: torch.Tensor, bias: torch.Tensor, level: ActiveLevel
     ) -> torch.Tensor:
-        """First layer (3x3 stride 2) gathered straight from the uint8 BGR image."""
+        """First layer (3x3 stride 2) gathered straight from the uint8 BGR image.
+
+        The image is copied once into a zero border with its inactive cells zeroed, so each
+        chunk is one gather and one matmul, with no per-pixel bounds or activity tests.
+        """
         img, pyramid = inp.image, inp.pyramid
         h, w = img.shape[:2]
-        cell, cells = pyramid.cell, pyramid.cells
-        flat = img.reshape(-1, 3)
-        # BGR -> RGB by reordering the weight's input channels instead of the image.
-        cols_w = weight.flip(1).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()
-        off = torch.arange(-1, 2, device=img.device)
+        hp, wp = pyramid.padded_shape
+        padded = img.new_zeros((hp + 2, wp + 2, 3))
+        padded[1 : h + 1, 1 : w + 1] = img * pyramid.mask(1)[:h, :w, None]
+        flat = padded.view(-1, 3)
+        # BGR -> RGB and the 1/255 scaling folded into the weight instead of the image.
+        cols_w = (weight.flip(1) / 255).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()
+        offsets = torch.tensor(
+            [dy * (wp + 2) + dx for dy in (0, 1, 2) for dx in (0, 1, 2)], device=img.device
+        )
         out = torch.empty(level.n + 1, weight.shape[0], dtype=weight.dtype, device=img.device)
         step = max(1, _CHUNK_BYTES // (27 * 4))
         for i in range(0, level.n, step):
             c = level.coords[i : i + step]
-            py = (c[:, 0:1] * 2 + off)[:, :, None]  # (n, 3, 1)
-            px = (c[:, 1:2] * 2 + off)[:, None, :]  # (n, 1, 3)
-            inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
-            pyc, pxc = py.clamp(0, h - 1), px.clamp(0, w - 1)
-            valid = inside & cells[pyc // cell, pxc // cell]  # (n, 3, 3)
-            pix = flat[(pyc * w + pxc).reshape(-1)].view(-1, 9, 3)
-            cols = (pix * valid.reshape(-1, 9, 1)).to(weight.dtype).div_(255).view(-1, 27)
+            base = (c[:, 0] * 2) * (wp + 2) + c[:, 1] * 2  # top-left of the 3x3 in padded
+            pix = flat[(base[:, None] + offsets).reshape(-1)]
+            cols = pix.view(-1, 27).to(weight.dtype)
             torch.addmm(bias, cols, cols_w, out=out[i : min(i + step, level.n)])
         return out
 
