@@ -588,7 +588,8 @@ def measure_all(
 
     Rounds are interleaved (A B C, A B C, ...) so that a slow drift of the machine (thermal,
     a neighbour's load) spreads over every method instead of landing on whichever ran last.
-    Peak memory is each runner's highest high-water mark over its own timed calls.
+    Peak memory comes from one more call per runner after the timed rounds: metering trims
+    the heap first, and the page faults that follow would otherwise be timed too.
 
     Args:
         announce: called with each runner's name before its warm-up (progress).
@@ -600,20 +601,21 @@ def measure_all(
         runner(image)
         synchronize(device)
     times: list[list[float]] = [[] for _ in runners]
-    peaks = [0.0] * len(runners)
-    last: list[Detections | None] = [None] * len(runners)
     for _ in range(max(1, runs)):
         for i, runner in enumerate(runners):
-            with PeakMemory(device) as mem:
-                t0 = time.perf_counter()
-                last[i] = runner(image)
-                synchronize(device)
-                times[i].append((time.perf_counter() - t0) * 1e3)
-            peaks[i] = max(peaks[i], mem.peak_mib)
+            t0 = time.perf_counter()
+            runner(image)
+            synchronize(device)
+            times[i].append((time.perf_counter() - t0) * 1e3)
     rows = []
-    for runner, t, peak, dets in zip(runners, times, peaks, last, strict=True):
+    for runner, t in zip(runners, times, strict=True):
+        with PeakMemory(device) as mem:
+            dets = runner(image)
+            synchronize(device)
         gflops, info = runner.cost(image)
-        rows.append(Row(runner.name, statistics.median(t), gflops, peak, len(dets), info, t, dets))
+        rows.append(
+            Row(runner.name, statistics.median(t), gflops, mem.peak_mib, len(dets), info, t, dets)
+        )
     return rows
 
 

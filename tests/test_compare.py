@@ -266,6 +266,6 @@ def test_measure_all_interleaves_rounds_after_warm_ups():
     announced = []
     rows = measure_all([Fake("a", 2), Fake("b", 3)], scene(32, 32), 3, "cpu", announced.append)
     assert announced == ["a", "b"]
-    assert calls == ["a", "b"] + ["a", "b"] * 3
+    assert calls == ["a", "b"] + ["a", "b"] * 3 + ["a", "b"]  # warm-ups, rounds, metered
     assert [r.method for r in rows] == ["a", "b"] and [r.n_det for r in rows] == [2, 3]
     assert all(len(r.latencies_ms) == 3 and r.latency_ms >= 0 for r in rows)
