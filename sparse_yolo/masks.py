@@ -186,7 +186,7 @@ class CoarseMask(CellMask):
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         import torch  # noqa: PLC0415
-        from ultralytics.utils.nms import non_max_suppression  # noqa: PLC0415
+        import torchvision  # noqa: PLC0415
 
         detector = self.context.get("detector")
         if detector is None:
@@ -199,9 +199,13 @@ class CoarseMask(CellMask):
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         device = next(model.parameters()).device
         x = torch.from_numpy(small[:, :, ::-1].copy()).to(device).permute(2, 0, 1)[None] / 255
-        with torch.inference_mode():
-            dets = non_max_suppression(model(x.float())[0], self.cfg.coarse_conf, 0.7, max_det=3000)
-        d = dets[0].cpu().numpy()
+        with torch.inference_mode():  # dense stem, then the candidate-only head
+            p3 = x.float()
+            for layer in model.stem:
+                p3 = layer(p3)
+            cand = model.detect_p3(p3, self.cfg.coarse_conf)
+            keep = torchvision.ops.batched_nms(cand[:, :4], cand[:, 4], cand[:, 5], 0.7)
+        d = cand[keep[:3000], :6].cpu().numpy()
         d[:, [0, 2]] *= w / size[0]
         d[:, [1, 3]] *= h / size[1]
         hc, wc = cell_grid(h, w, c)
