@@ -153,6 +153,8 @@ class DenseBackend(SparseBackend):
 
     def conv(self, m: nn.Module, x) -> Grid:
         if isinstance(x, ImageInput):
+            if not x.image.is_floating_point():
+                return self._image_conv(m, x)
             x = self._image_grid(x)
         kind = conv_kind(m)
         stride = x.stride * 2 if kind == "strided" else x.stride
@@ -173,19 +175,36 @@ class DenseBackend(SparseBackend):
         return pyramid.cache[key]
 
     def _image_grid(self, inp: ImageInput) -> Grid:
+        """A (B, 3, H, W) float RGB batch (training), zero-padded and masked."""
         hp, wp = inp.pyramid.padded_shape
-        if inp.image.is_floating_point():  # (B, 3, H, W) RGB batch (training)
-            x = F.pad(inp.image, (0, wp - inp.image.shape[-1], 0, hp - inp.image.shape[-2]))
-            return Grid(x * self._mask(inp.pyramid, 1, x.dtype), 1, inp.pyramid)
-        # uint8 BGR frame -> zero-padded RGB in [0, 1], written once into a channels-last
-        # buffer (NHWC memory): a 4K frame costs a few passes, not one per conversion step.
-        h, w = inp.image.shape[:2]
-        nhwc = inp.image.new_zeros((1, hp, wp, 3), dtype=torch.float32)
-        nhwc[0, :h, :w] = inp.image.flip(-1)
-        nhwc.mul_(1 / 255)
-        if not inp.pyramid.all_active:
-            nhwc.mul_(inp.pyramid.mask(1)[None, :, :, None])
-        return Grid(nhwc.permute(0, 3, 1, 2), 1, inp.pyramid)
+        x = F.pad(inp.image, (0, wp - inp.image.shape[-1], 0, hp - inp.image.shape[-2]))
+        return Grid(x * self._mask(inp.pyramid, 1, x.dtype), 1, inp.pyramid)
+
+    def _image_conv(self, m: nn.Module, inp: ImageInput) -> Grid:
+        """First layer on a uint8 BGR frame, inference.
+
+        The frame is copied once into a zero-padded channels-last float buffer, as is: the
+        BGR -> RGB order and the 1/255 scaling are folded into the conv's weight instead of
+        costing two more passes over a 4K frame.
+        """
+        img, pyramid = inp.image, inp.pyramid
+        hp, wp = pyramid.padded_shape
+        h, w = img.shape[:2]
+        nhwc = img.new_empty((1, hp, wp, 3), dtype=torch.float32)
+        nhwc[0, :h, :w] = img
+        nhwc[0, h:] = 0
+        nhwc[0, :h, w:] = 0
+        if not pyramid.all_active:
+            nhwc.mul_(pyramid.mask(1)[None, :, :, None])
+        weight, bias = fold_conv(m)
+        conv = m.conv
+        # a channels-last weight keeps oneDNN on the channels-last path for this and later layers
+        weight = (weight.flip(1) / 255).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(nhwc.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding)
+        out = _activate(m, out)
+        if not pyramid.all_active:
+            out.mul_(self._mask(pyramid, 2, out.dtype))
+        return Grid(out, 2, pyramid)
 
     def grid(self, x: Grid) -> torch.Tensor:
         return x.x
@@ -197,6 +216,8 @@ class DenseBackend(SparseBackend):
         if fill is not None and not x.pyramid.all_active:
             off = ~x.pyramid.mask(x.stride)
             grid = grid + off.to(grid.dtype) * fill[:, None, None]  # inactive sites are zero
+        if boxes.tolist() == [[0, 0, *grid.shape[-2:]]]:  # one window, the whole frame
+            return grid.contiguous(memory_format=torch.channels_last)
         crops = [grid[0, :, y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes.tolist()]
         return torch.stack(crops).contiguous(memory_format=torch.channels_last)
 
