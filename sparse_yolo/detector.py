@@ -30,7 +30,8 @@ class Result:
         boxes: (N, 4) float32 xyxy in image pixels.
         scores: (N,) float32.
         classes: (N,) int64 class ids; ``names`` maps id -> name.
-        stats: seconds per stage and in total, active_fraction, n_windows, backend, mask,
+        stats: seconds per stage and in total, active_fraction (cells computed),
+            mask_fraction (cells the mask marked), n_windows, backend, fill, mask,
             image size.
         mask: the cell mask that was examined (None for multi-tile rasters).
         source: file name, or ``"<array>"``.
@@ -129,7 +130,8 @@ class Detector:
         dets, info = self.engine.run(image, mask, timer, valid)
         stats = {
             "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
-            "active_fraction": mask.active_fraction,
+            "active_fraction": mask.active_fraction,  # the engine reports it as computed
+            "mask_fraction": mask.active_fraction,
             "mask": self.config.mask.name,
             "image_size": [int(image.shape[1]), int(image.shape[0])],
             **info,

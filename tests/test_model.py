@@ -170,6 +170,7 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
         runs[backend] = det.predict_array(image)
     assert len(ref) > 3
     assert runs["auto"].stats["active_fraction"] == 1.0
+    assert runs["auto"].stats["mask_fraction"] == pytest.approx(0.9)
     np.testing.assert_allclose(runs["auto"].boxes, ref.boxes, atol=1e-3)
     assert runs["dense"].stats["active_fraction"] == pytest.approx(0.9)
     assert len(runs["dense"]) < len(ref)  # the hole was not computed
