@@ -117,6 +117,7 @@ class _Accumulator:
         )
         self.seconds: dict[str, float] = {}
         self.active_px = 0.0
+        self.mask_px = 0.0
         self.tile_px = 0
         self.n_windows = 0
         self.backends: set[str] = set()
@@ -136,6 +137,7 @@ class _Accumulator:
         for k, v in res.stats["seconds"].items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
         self.active_px += res.stats["active_fraction"] * w * h
+        self.mask_px += res.stats["mask_fraction"] * w * h
         self.tile_px += w * h
         self.n_windows += res.stats["n_windows"]
         self.inactive += res.stats["n_windows"] == 0
@@ -168,6 +170,7 @@ class _Accumulator:
             "tiles_skipped_nodata": self.skipped,
             "tiles_without_active_cells": int(self.inactive),
             "active_fraction": self.active_px / self.tile_px if self.tile_px else 0.0,
+            "mask_fraction": self.mask_px / self.tile_px if self.tile_px else 0.0,
             "n_windows": self.n_windows,
             "backend": ",".join(sorted(self.backends)) or "none",
             "mask": mask_name,
