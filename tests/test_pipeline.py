@@ -38,7 +38,13 @@ class BrightBoxDetector:
         boxes = np.zeros((0, 4), np.float32)
         if len(ys):
             boxes = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-        stats = {"seconds": {"stem": 0.0}, "active_fraction": 0.1, "n_windows": 1, "backend": "x"}
+        stats = {
+            "seconds": {"stem": 0.0},
+            "active_fraction": 0.1,
+            "mask_fraction": 0.1,
+            "n_windows": 1,
+            "backend": "x",
+        }
         return Result(
             boxes,
             np.full(len(boxes), 0.9, np.float32),
