@@ -68,6 +68,8 @@ def _dfl(head: Detect, raw: torch.Tensor) -> torch.Tensor:
     The same fixed bin weights as ``head.dfl``, applied as a dot product: its 1x1 conv on a
     transposed (1, reg_max, 4, K) view fell back to PyTorch's slow conv path.
     """
+    if not hasattr(head.dfl, "conv"):  # reg_max == 1: Ultralytics' DFL is an identity
+        return raw.t()[None]
     bins = head.dfl.conv.weight.view(-1)
     dist = (raw.view(-1, 4, bins.numel()).softmax(-1) * bins).sum(-1)
     return dist.t()[None]
