@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from sparse_yolo.cli import build_detector, model_options, write_json
+from sparse_yolo.config import load_config
 from sparse_yolo.errors import SparseYoloError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -217,7 +218,8 @@ def batch(inputs: str, outdir: Path, workers: int, resume: bool, **opts: Any) ->
                 pool.shutdown(cancel_futures=True)
     _write_errors(outdir / "errors.json", errors)
     done = [outputs[f] for f in files if outputs[f].is_file()]
-    merge_geojson(done, outdir / "all.geojson")
+    iou = opts.get("iou") or load_config(opts.get("config_path")).post.iou
+    merge_geojson(done, outdir / "all.geojson", iou)
     click.echo(f"{len(done)} tiles written, {len(errors)} failed -> {outdir}")
     if errors:
         raise SystemExit(1)
@@ -272,8 +274,13 @@ def _write_errors(path: Path, errors: dict[str, str]) -> None:
         path.unlink(missing_ok=True)
 
 
-def merge_geojson(files: list[Path], out: Path) -> None:
-    """Concatenate per-tile FeatureCollections; reproject to EPSG:4326 when CRSs differ."""
+def merge_geojson(files: list[Path], out: Path, iou: float = 0.5) -> None:
+    """Concatenate per-tile FeatureCollections; reproject to EPSG:4326 when CRSs differ.
+
+    Georeferenced tiles that overlap see the same object twice: duplicates across tiles are
+    suppressed by class-aware NMS on the features' CRS envelopes (``iou``). Pixel-coordinate
+    tiles share no frame, so their features are only concatenated.
+    """
     from rasterio.warp import transform_geom  # noqa: PLC0415
 
     collections = [json.loads(f.read_text()) for f in files]
@@ -294,4 +301,26 @@ def merge_geojson(files: list[Path], out: Path) -> None:
             for feat in c["features"]:
                 feat = {**feat, "geometry": transform_geom(src, "EPSG:4326", feat["geometry"])}
                 merged["features"].append(feat)
+    georeferenced = any(c.get("crs") for c in collections)
+    if georeferenced and len(files) > 1:
+        merged["features"] = _dedupe(merged["features"], iou)
     write_json(out, merged)
+
+
+def _dedupe(features: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
+    """Class-aware NMS over features by the envelopes of their geometries (best score kept)."""
+    import torch  # noqa: PLC0415
+    import torchvision  # noqa: PLC0415
+
+    if len(features) < 2:
+        return features
+    boxes = []
+    for feat in features:
+        xy = np.asarray(feat["geometry"]["coordinates"][0], dtype=np.float64)
+        boxes.append([*xy.min(0), *xy.max(0)])
+    b = torch.tensor(boxes, dtype=torch.float64)
+    b -= b[:, :2].min(0).values.repeat(2)  # small numbers: CRS metres are large
+    scores = torch.tensor([float(f["properties"]["score"]) for f in features], dtype=b.dtype)
+    classes = torch.tensor([int(f["properties"]["class_id"]) for f in features])
+    keep = torchvision.ops.batched_nms(b, scores, classes, iou).sort().values
+    return [features[i] for i in keep.tolist()]
