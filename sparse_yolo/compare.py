@@ -264,8 +264,11 @@ def _detections(d: torch.Tensor | np.ndarray, names: dict[int, str]) -> Detectio
 
 
 def fused_copy(model: SparseYOLO, device: torch.device, half: bool = False) -> SparseYOLO:
-    """A BN-fused copy for dense baselines (as Ultralytics does), without the mask net."""
-    out = model.fused()
+    """A BN-fused copy for dense baselines (as Ultralytics does), without the mask net.
+
+    Activations are Ultralytics' own (not in place), whatever the source model's engine set.
+    """
+    out = model.fused().set_inplace_activations(False)
     out.mask_net = None
     out = out.to(device)
     return out.half() if half else out

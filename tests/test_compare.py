@@ -269,3 +269,18 @@ def test_measure_all_interleaves_rounds_after_warm_ups():
     assert calls == ["a", "b"] + ["a", "b"] * 3 + ["a", "b"]  # warm-ups, rounds, metered
     assert [r.method for r in rows] == ["a", "b"] and [r.n_det for r in rows] == [2, 3]
     assert all(len(r.latencies_ms) == 3 and r.latency_ms >= 0 for r in rows)
+
+
+def test_engine_activations_in_place_baselines_as_ultralytics():
+    """The engine's in-place SiLU is its own; the dense baselines keep Ultralytics' modules."""
+    from torch import nn
+    from ultralytics.nn.modules import Conv
+
+    det = Detector(tiny_model(), device="cpu")
+    baseline = fused_copy(det.model, CPU)
+
+    def inplace(model):
+        return {m.act.inplace for m in model.modules() if isinstance(m, Conv)}
+
+    assert inplace(det.model) == {True} and inplace(baseline) == {False}
+    assert all(isinstance(m.act, nn.SiLU) for m in baseline.modules() if isinstance(m, Conv))

@@ -184,6 +184,18 @@ class SparseYOLO(nn.Module):
                 m.forward = m.forward_fuse
         return out
 
+    def set_inplace_activations(self, inplace: bool) -> SparseYOLO:
+        """Make every ``Conv``'s SiLU in-place (inference) or not (Ultralytics' default).
+
+        In inference nothing else reads a conv's output before its activation, so in place is
+        safe; it saves an allocation (and the page faults of a fresh one) per layer: the 4K
+        cluttered frame ran 1561 -> 1461 ms (interleaved x6, identical detections).
+        """
+        for m in self.modules():
+            if isinstance(m, Conv) and isinstance(m.act, nn.SiLU):
+                m.act = nn.SiLU(inplace=inplace)
+        return self
+
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: str | Path, **extra: Any) -> None:
         """Write a self-describing checkpoint atomically (config embedded)."""
