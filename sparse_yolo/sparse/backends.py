@@ -81,6 +81,33 @@ def fold_conv(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return w * scale[:, None, None, None], bn.bias + (b - bn.running_mean) * scale
 
 
+def masked_frame(inp: ImageInput, border: int, dtype: torch.dtype) -> torch.Tensor:
+    """The uint8 BGR frame as is, its inactive cells zeroed, in a zero frame of padded size.
+
+    Returns:
+        (Hp + 2 * border, Wp + 2 * border, 3) of ``dtype``; only the borders are zero-filled,
+        so a 4K frame costs one copy.
+    """
+    img, pyramid = inp.image, inp.pyramid
+    hp, wp = pyramid.padded_shape
+    h, w = img.shape[:2]
+    out = img.new_empty((hp + 2 * border, wp + 2 * border, 3), dtype=dtype)
+    out[:border] = 0
+    out[border + h :] = 0
+    out[:, :border] = 0
+    out[:, border + w :] = 0
+    frame = out[border : border + h, border : border + w]
+    frame.copy_(img)
+    if not pyramid.all_active:
+        frame.mul_(pyramid.mask(1)[:h, :w, None])
+    return out
+
+
+def frame_weight(weight: torch.Tensor) -> torch.Tensor:
+    """First-layer weight for a raw uint8 BGR frame: BGR -> RGB and 1/255 folded in."""
+    return weight.flip(1) / 255
+
+
 def conv_kind(m: nn.Module) -> str:
     """``pointwise``, ``subm`` (3x3 stride 1) or ``strided`` (3x3 stride 2, pad 1)."""
     k, s, p = m.conv.kernel_size, m.conv.stride, m.conv.padding
@@ -187,19 +214,12 @@ class DenseBackend(SparseBackend):
         BGR -> RGB order and the 1/255 scaling are folded into the conv's weight instead of
         costing two more passes over a 4K frame.
         """
-        img, pyramid = inp.image, inp.pyramid
-        hp, wp = pyramid.padded_shape
-        h, w = img.shape[:2]
-        nhwc = img.new_empty((1, hp, wp, 3), dtype=torch.float32)
-        nhwc[0, :h, :w] = img
-        nhwc[0, h:] = 0
-        nhwc[0, :h, w:] = 0
-        if not pyramid.all_active:
-            nhwc.mul_(pyramid.mask(1)[None, :, :, None])
+        pyramid = inp.pyramid
+        nhwc = masked_frame(inp, 0, torch.float32)[None]
         weight, bias = fold_conv(m)
         conv = m.conv
         # a channels-last weight keeps oneDNN on the channels-last path for this and later layers
-        weight = (weight.flip(1) / 255).contiguous(memory_format=torch.channels_last)
+        weight = frame_weight(weight).contiguous(memory_format=torch.channels_last)
         out = F.conv2d(nhwc.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding)
         out = _activate(m, out)
         if not pyramid.all_active:
@@ -325,14 +345,10 @@ class GatherBackend(RowsBackend):
         The image is copied once into a zero border with its inactive cells zeroed, so each
         chunk is one gather and one matmul, with no per-pixel bounds or activity tests.
         """
-        img, pyramid = inp.image, inp.pyramid
-        h, w = img.shape[:2]
-        hp, wp = pyramid.padded_shape
-        padded = img.new_zeros((hp + 2, wp + 2, 3))
-        padded[1 : h + 1, 1 : w + 1] = img * pyramid.mask(1)[:h, :w, None]
-        flat = padded.view(-1, 3)
-        # BGR -> RGB and the 1/255 scaling folded into the weight instead of the image.
-        cols_w = (weight.flip(1) / 255).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()
+        img = inp.image
+        wp = inp.pyramid.padded_shape[1]
+        flat = masked_frame(inp, 1, img.dtype).view(-1, 3)
+        cols_w = frame_weight(weight).permute(0, 2, 3, 1).reshape(weight.shape[0], -1).t()
         offsets = torch.tensor(
             [dy * (wp + 2) + dx for dy in (0, 1, 2) for dx in (0, 1, 2)], device=img.device
         )
