@@ -128,6 +128,12 @@ class SparseYOLO(nn.Module):
         p5 = b[9](b[8](b[7](p4)))
         return self.head(self.neck([p3, p4, p5]))
 
+    def dense_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Layers 0-4 as plain dense modules: (B, 3, H, W) RGB in [0, 1] -> stride-8 features."""
+        for layer in self.stem:
+            x = layer(x)
+        return x
+
     def detect_p3(self, p3: torch.Tensor, conf: float) -> torch.Tensor:
         """Inference remainder: stride-8 features -> decoded candidate detections.
 
@@ -161,9 +167,7 @@ class SparseYOLO(nn.Module):
                 stem's response to each image's mean colour, or ``zero``.
         """
         if cells is None:
-            for layer in self.stem:
-                x = layer(x)
-            return self.forward_p3(x)
+            return self.forward_p3(self.dense_stem(x))
         pyramid = ActivePyramid(cells.bool(), cell)
         p3 = run_stem(self.stem, DenseBackend(), x, pyramid).x
         if fill == "flat" and not pyramid.all_active:
