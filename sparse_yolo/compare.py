@@ -437,7 +437,6 @@ class UltralyticsRunner(ResizedRunner):
         try:
             b = self.yolo.predict(image, **self.kwargs)[0].boxes
         finally:
-            self.last_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
         d = torch.cat([b.xyxy, b.conf[:, None], b.cls[:, None]], 1).float()
         return _detections(d, self.yolo.names)
