@@ -47,6 +47,7 @@ from sparse_yolo.eval.labels import GroundTruth
 from sparse_yolo.eval.metrics import evaluate, match_recall
 from sparse_yolo.masks import PAD_TO
 from sparse_yolo.model.yolo import CHECKPOINT_FORMAT, SparseYOLO
+from sparse_yolo.tiling import merge_tiles, tile_offsets
 from sparse_yolo.types import Detections
 
 GFLOPS_CONVENTION = (
@@ -472,15 +473,12 @@ class SlicedRunner:
 
     def slices(self, height: int, width: int) -> tuple[list[tuple[int, int]], int, int]:
         """Slice origins (x, y) in frame pixels and the padded slice (height, width)."""
-        from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
-
-        wins = tile_windows(width, height, self.size, round(self.size * self.overlap))
+        overlap = round(self.size * self.overlap)
+        ys, xs = (tile_offsets(s, self.size, overlap) for s in (height, width))
         th, tw = (_padded(min(self.size, s)) for s in (height, width))
-        return [(int(w.col_off), int(w.row_off)) for w in wins], th, tw
+        return [(x, y) for y in ys for x in xs], th, tw
 
     def __call__(self, image: np.ndarray) -> Detections:
-        from sparse_yolo.pipeline import merge_tiles  # noqa: PLC0415
-
         origins, th, tw = self.slices(*image.shape[:2])
         frame = self.dense.batch(image)[0]
         dets = []

@@ -5,7 +5,11 @@ Fast and timing-free: latencies are only checked to be positive.
 
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,6 +38,7 @@ from sparse_yolo.model.yolo import SparseYOLO
 from tests.conftest import SHARED, blob_cells, scene, tiny_model
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["sparse", "dense@128", "dense@160", "dense-full", "sahi-128", "sparse@0.1"]
 # VisDrone rows in a 320 x 256 frame: one small, one medium, one large object (COCO sizes),
 # an ignore region (category 0) and an "others" object (11, dropped).
@@ -284,3 +289,29 @@ def test_engine_activations_in_place_baselines_as_ultralytics():
 
     assert inplace(det.model) == {True} and inplace(baseline) == {False}
     assert all(isinstance(m.act, nn.SiLU) for m in baseline.modules() if isinstance(m, Conv))
+
+
+def test_in_memory_detection_and_baselines_need_no_gdal(tiny_weights):
+    """predict_array and every compare runner work with rasterio, pyproj and shapely absent
+    (a GPU box or notebook without the GDAL stack); only files need them."""
+    code = f"""
+import sys
+for name in ("rasterio", "pyproj", "shapely"):
+    sys.modules[name] = None  # any import of them now raises ImportError
+import numpy as np, torch
+from sparse_yolo.compare import build_runners, measure_all
+from sparse_yolo.detector import Detector
+from tests.conftest import scene
+det = Detector({str(tiny_weights)!r}, "gather", "gradient", device="cpu", **{{"post.conf": 0.05}})
+image = scene(256, 320)
+assert len(det.predict_array(image).detections) > 0
+runners = build_runners(det, {str(tiny_weights)!r}, (128,), 128, 0.2)
+rows = measure_all(runners, image, 1, torch.device("cpu"), lambda method: None)
+print(sorted((r.method, len(r.detections) > 0) for r in rows))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    methods = dict(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+    assert methods == {"sparse": True, "dense@128": True, "dense-full": True, "sahi-128": True}

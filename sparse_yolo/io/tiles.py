@@ -4,26 +4,7 @@ from __future__ import annotations
 
 from rasterio.windows import Window
 
-
-def tile_offsets(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles along one axis.
-
-    Tiles step by ``tile - overlap``; the last one is pushed back inside so it ends exactly
-    at ``size`` (never shrunk), which only ever increases its overlap with the previous one.
-
-    Args:
-        size: axis length in pixels.
-        tile: tile length in pixels.
-        overlap: minimum overlap between neighbouring tiles in pixels.
-
-    Returns:
-        Increasing offsets; ``[0]`` when ``size <= tile``.
-    """
-    if size <= tile:
-        return [0]
-    offsets = list(range(0, size - tile, tile - overlap))
-    offsets.append(size - tile)
-    return offsets
+from sparse_yolo.tiling import tile_offsets
 
 
 def tile_windows(width: int, height: int, tile: int, overlap: int) -> list[Window]:
