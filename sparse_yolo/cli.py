@@ -75,6 +75,11 @@ def model_options(f):
         click.option("--conf", type=click.FloatRange(0, 1), help="Confidence threshold (0.25)."),
         click.option("--iou", type=click.FloatRange(0, 1, min_open=True), help="NMS IoU (0.5)."),
         click.option("--device", help="torch device, e.g. cpu or cuda:0 (default: CUDA if any)."),
+        click.option(
+            "--half",
+            is_flag=True,
+            help="fp16 inference on CUDA (tensor cores); compare runs every method in fp16.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -101,6 +106,13 @@ def build_detector(opts: dict[str, Any]):
     }
     if opts.get("max_active") is not None:
         overrides["mask.max_active"] = opts["max_active"]
+    if opts.get("half"):
+        import torch  # noqa: PLC0415
+
+        device = opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not str(device).startswith("cuda"):
+            raise SparseYoloError(f"--half (fp16) needs a CUDA device, not {device!r}")
+        overrides["half"] = True
     try:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
         return Detector(opts.get("weights"), config=cfg, device=opts.get("device"))

@@ -514,7 +514,6 @@ def build_runners(
     slice_size: int | None = 640,
     overlap: float = 0.2,
     merge: str = "greedy",
-    half: bool = False,
     batch: int = 8,
 ) -> list[Runner]:
     """Runners for: sparse, dense at each ``imgsz``, dense full-res and (unless
@@ -524,11 +523,11 @@ def build_runners(
         detector: the configured ``Detector`` (the sparse runner uses it as is).
         weights: the checkpoint it was loaded from: an Ultralytics one makes ``dense@S`` run
             Ultralytics' predictor; None or a sparse-yolo one runs the SparseYOLO dense.
-        half: fp16 dense baselines (CUDA).
         batch: slices per forward pass.
     """
+    half = detector.config.half  # the baselines run in the detector's precision
     if half and detector.engine.device.type != "cuda":
-        raise ValueError("fp16 (--half) dense baselines need a CUDA device")
+        raise ValueError("fp16 (--half) comparisons need a CUDA device")
     counter = FlopCounter(detector.model)
     model = fused_copy(detector.model, detector.engine.device, half)
     dense = DenseModel(model, detector.config.post, counter, half)

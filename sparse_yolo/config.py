@@ -161,6 +161,8 @@ class DetectorConfig:
     """Everything the inference pipeline needs besides the weights."""
 
     backend: str = "auto"
+    # fp16 weights and activations: for CUDA (tensor cores); on CPU it runs, but slower.
+    half: bool = False
     mask: MaskConfig = field(default_factory=MaskConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     post: PostprocessConfig = field(default_factory=PostprocessConfig)

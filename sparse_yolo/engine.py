@@ -65,6 +65,8 @@ class SparseEngine:
         # BN folded and channels-last weights: the dense layers run oneDNN's fastest path
         # (measured on 2 threads: YOLOv8n at 3840x2176 2.5 s channels-last vs 3.3 s NCHW).
         self.model = model.fused().to(self.device).to(memory_format=torch.channels_last)
+        if cfg.half:
+            self.model.half()
         self.model.set_inplace_activations(True)
         self.cfg = cfg
 
@@ -138,7 +140,7 @@ class SparseEngine:
             return None
         weights = None if valid is None or not valid.any() else valid.astype(np.uint8)
         b, g, r = cv2.mean(image, weights)[:3]
-        rgb = torch.tensor([[r, g, b]], dtype=torch.float32, device=self.device) / 255
+        rgb = torch.tensor([[r, g, b]], dtype=self.model.dtype, device=self.device) / 255
         return flat_response(self.model.stem, rgb)[0]
 
     def _batches(self, windows: np.ndarray) -> Iterator[torch.Tensor]:

@@ -200,7 +200,7 @@ class CoarseMask(CellMask):
         device = next(model.parameters()).device
         x = torch.from_numpy(small[:, :, ::-1].copy()).to(device).permute(2, 0, 1)[None] / 255
         with torch.inference_mode():  # dense stem, then the candidate-only head
-            cand = model.detect_p3(model.dense_stem(x.float()), self.cfg.coarse_conf)
+            cand = model.detect_p3(model.dense_stem(x.to(model.dtype)), self.cfg.coarse_conf)
             keep = torchvision.ops.batched_nms(cand[:, :4], cand[:, 4], cand[:, 5], 0.7)
         d = cand[keep[:3000], :6].cpu().numpy()
         d[:, [0, 2]] *= w / size[0]

@@ -299,3 +299,15 @@ def test_all_geojson_keeps_one_copy_of_an_object_seen_by_overlapping_tiles(tmp_p
         files[i].write_text(json.dumps(c))  # pixel tiles share no frame: nothing is suppressed
     merge_geojson(files, tmp_path / "all.geojson")
     assert len(json.loads((tmp_path / "all.geojson").read_text())["features"]) == 4
+
+
+def test_half_on_cpu_is_a_one_line_error(tmp_path, tiny_weights, utm_scene):
+    out = tmp_path / "out.geojson"
+    res = CliRunner().invoke(
+        main,
+        ["detect", str(utm_scene), "--weights", str(tiny_weights), "--device", "cpu", "--half",
+         "-o", str(out)],
+    )  # fmt: skip
+    assert res.exit_code != 0 and not out.exists()
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--half" in lines[0] and "CUDA" in lines[0], res.output

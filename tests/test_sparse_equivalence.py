@@ -8,7 +8,7 @@ import torch
 
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import BACKENDS, make_backend, spconv_available
-from sparse_yolo.sparse.stem import run_stem
+from sparse_yolo.sparse.stem import flat_response, run_stem
 from tests.conftest import blob_cells, randomize_bn, tiny_model
 
 SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
@@ -130,3 +130,26 @@ def test_gather_is_exact_across_im2col_chunks(monkeypatch):
     ((be, chunked),) = _stem_outputs(model, image, cells, 16, ["gather"]).values()
     assert whole.level.n > 100
     torch.testing.assert_close(be.grid(chunked), be.grid(whole), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", [*SPARSE, "dense"])
+def test_half_stem_follows_the_float_stem(backend):
+    """fp16 (``half: true``, meant for CUDA; CPU runs it too) casts the uint8 frame and the
+    fill to the weights' dtype on every path, and stays within fp16 rounding of float32."""
+    model = tiny_model(seed=4)
+    rng = np.random.default_rng(4)
+    image = torch.from_numpy(rng.integers(0, 256, (192, 256, 3), dtype=np.uint8))
+    cells = blob_cells((12, 16), 0.3, 4)
+    ref_backend, ref = _stem_outputs(model, image, cells, 16, [backend])[backend]
+    half = tiny_model(seed=4).half()
+    be, out = _stem_outputs(half, image, cells, 16, [backend])[backend]
+    got, want = be.grid(out), ref_backend.grid(ref)
+    assert got.dtype == torch.float16
+    scale = want.abs().max()
+    assert scale > 0.1 and (got.float() - want).abs().max() < 5e-3 * scale
+    fill = flat_response(half.stem, torch.tensor([[0.3, 0.5, 0.7]], dtype=torch.float16))
+    ref_fill = flat_response(model.stem, torch.tensor([[0.3, 0.5, 0.7]]))
+    assert fill.dtype == torch.float16
+    torch.testing.assert_close(
+        fill.float(), ref_fill, atol=5e-3 * float(ref_fill.abs().max()), rtol=0
+    )

@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
         "--weights", type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
     )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--half", action="store_true", help="fp16 dense baselines (CUDA)")
+    ap.add_argument("--half", action="store_true", help="fp16 for every method (CUDA)")
     ap.add_argument("--backend", default="auto", choices=["auto", "gather", "spconv", "dense"])
     ap.add_argument("--mask", default="gradient")
     ap.add_argument("--max-active", type=float)
@@ -101,9 +101,7 @@ def scene_frame(name: str, args: argparse.Namespace):
 def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[Row]:
     """Every method on one synthetic frame, scored against its boxes and dense full-res."""
     image, boxes, classes = scene_frame(name, args)
-    runners = build_runners(
-        detector, args.weights, (args.imgsz,), args.slice, args.slice_overlap, half=args.half
-    )
+    runners = build_runners(detector, args.weights, (args.imgsz,), args.slice, args.slice_overlap)
     cfg = detector.config.replace(**{"mask.name": "all", "mask.max_active": None})
     all_cells = Detector(detector.model, config=cfg, device=detector.engine.device)
     runners.append(SparseRunner(all_cells, runners[0].counter, name="sparse mask=all"))
@@ -144,7 +142,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {"post.conf": args.conf, "mask.max_active": args.max_active}
+    overrides = {"post.conf": args.conf, "mask.max_active": args.max_active, "half": args.half}
     for item in args.overrides:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)

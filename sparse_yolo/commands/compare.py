@@ -261,7 +261,6 @@ def _report(image_path: Path, image, detector, weights, labels, runs: int, rows,
     show_default=True,
     help="Timed runs per method after one warm-up; the median is reported.",
 )
-@click.option("--half", is_flag=True, help="fp16 dense baselines (CUDA).")
 @click.option(
     "--sweep-active",
     type=click.FloatRange(0, 1, min_open=True),
@@ -292,7 +291,6 @@ def compare(
     slice_merge: str,
     slice_batch: int,
     runs: int,
-    half: bool,
     sweep_active: tuple[float, ...],
     json_path: Path | None,
     plot: Path | None,
@@ -323,7 +321,7 @@ def compare(
     weights = resolve_weights(opts.get("weights"))
     detector = build_detector({**opts, "weights": weights})
     runners = build_runners(
-        detector, weights, imgsz, slice_size, slice_overlap, slice_merge, half, slice_batch
+        detector, weights, imgsz, slice_size, slice_overlap, slice_merge, slice_batch
     )
     device = detector.engine.device
     rows = run_rows(runners, frame, runs, device)

@@ -54,13 +54,14 @@ def candidate_detections(head: Detect, feats: list[torch.Tensor], conf: float) -
             continue
         b, y, xx = cand.unbind(1)
         raw = _box_branch(head.cv2[i], x, cand)  # (K, 4 * reg_max)
-        dist = _dfl(head, raw)  # (1, 4, K) distances in stride units
-        anchors = torch.stack([xx, y]).to(dist.dtype)[None] + 0.5
+        # decode in float32 even for a half model: fp16 steps 2 px apart beyond 2048 px
+        dist = _dfl(head, raw).float()  # (1, 4, K) distances in stride units
+        anchors = torch.stack([xx, y]).float()[None] + 0.5
         boxes = dist2bbox(dist, anchors, xywh=False, dim=1)[0].t() * float(head.stride[i])
-        score = best[b, y, xx].sigmoid()
+        score = best[b, y, xx].float().sigmoid()
         out.append(torch.cat([boxes, score[:, None], cls[b, y, xx, None], b[:, None]], 1))
     if not out:
-        return feats[0].new_zeros((0, 7))
+        return feats[0].new_zeros((0, 7), dtype=torch.float32)
     return torch.cat(out).float()
 
 

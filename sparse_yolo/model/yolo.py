@@ -128,6 +128,11 @@ class SparseYOLO(nn.Module):
         p5 = b[9](b[8](b[7](p4)))
         return self.head(self.neck([p3, p4, p5]))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (float16 after ``.half()``): what inputs must be cast to."""
+        return self.stem[0].conv.weight.dtype
+
     def dense_stem(self, x: torch.Tensor) -> torch.Tensor:
         """Layers 0-4 as plain dense modules: (B, 3, H, W) RGB in [0, 1] -> stride-8 features."""
         for layer in self.stem:

@@ -215,8 +215,8 @@ class DenseBackend(SparseBackend):
         costing two more passes over a 4K frame.
         """
         pyramid = inp.pyramid
-        nhwc = masked_frame(inp, 0, torch.float32)[None]
         weight, bias = fold_conv(m)
+        nhwc = masked_frame(inp, 0, weight.dtype)[None]
         conv = m.conv
         # a channels-last weight keeps oneDNN on the channels-last path for this and later layers
         weight = frame_weight(weight).contiguous(memory_format=torch.channels_last)
@@ -375,9 +375,9 @@ class SpconvBackend(RowsBackend):
         self._mods: dict[tuple[int, str], nn.Module] = {}
 
     def conv(self, m: nn.Module, x: Rows | ImageInput) -> Rows:
-        if isinstance(x, ImageInput):
-            x = self._image_rows(x)
         weight, bias = fold_conv(m)
+        if isinstance(x, ImageInput):
+            x = self._image_rows(x, weight.dtype)
         level, pyramid = self._level_out(m, x)
         kind = conv_kind(m)
         if kind == "pointwise":
@@ -419,13 +419,13 @@ class SpconvBackend(RowsBackend):
         return torch.cat([zeros, level.coords], 1).int().contiguous()
 
     @staticmethod
-    def _image_rows(inp: ImageInput) -> Rows:
+    def _image_rows(inp: ImageInput, dtype: torch.dtype) -> Rows:
         level = inp.pyramid.level(1)
         h, w = inp.image.shape[:2]
         ys, xs = level.coords[:, 0], level.coords[:, 1]
         inside = ((ys < h) & (xs < w))[:, None]
         pix = inp.image[ys.clamp(max=h - 1), xs.clamp(max=w - 1)] * inside
-        rgb = pix.flip(-1).float().div_(255)
+        rgb = pix.flip(-1).to(dtype).div_(255)
         feats = torch.cat([rgb, rgb.new_zeros(1, 3)])
         return Rows(feats, level, inp.pyramid)
 
