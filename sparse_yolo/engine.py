@@ -90,7 +90,7 @@ class SparseEngine:
         Args:
             image: (H, W, 3) uint8 BGR.
             mask: its active cells (covering the image padded to a multiple of 32).
-            timer: receives ``stem``, ``densify``, ``remainder`` and ``merge`` seconds.
+            timer: receives ``plan``, ``stem``, ``densify``, ``remainder`` and ``merge`` seconds.
             valid: optional (H, W) bool of real pixels (not nodata): the background fill
                 takes its colour from them only.
 
@@ -100,7 +100,8 @@ class SparseEngine:
         """
         cells = mask.cells
         backend = self.backend_for(mask.active_fraction)
-        windows = plan_windows(cells, mask.cell, self.cfg.window)
+        with timer.stage("plan"):
+            windows = plan_windows(cells, mask.cell, self.cfg.window)
         grid = cells.shape[0] * cells.shape[1] * (mask.cell // 8) ** 2
         covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
         info = {"backend": backend.name, "fill": self.cfg.window.fill}
@@ -108,7 +109,8 @@ class SparseEngine:
             # The masked dense stem costs more than the cells it skips, and the windows span
             # the frame anyway: compute every cell (exactly the dense network, better recall).
             cells = np.ones_like(cells)
-            windows = plan_windows(cells, mask.cell, self.cfg.window)
+            with timer.stage("plan"):
+                windows = plan_windows(cells, mask.cell, self.cfg.window)
             covered = 1.0
             info["active_fraction"] = 1.0
         info.update(n_windows=len(windows), window_fraction=covered)

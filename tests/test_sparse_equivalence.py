@@ -85,6 +85,9 @@ def test_every_backend_is_registered_and_unknown_names_rejected():
     assert set(BACKENDS) == {"gather", "spconv", "dense"}
     with pytest.raises(ValueError, match="known: auto, gather"):
         make_backend("cuda-magic")
+    # auto: the gather kernel on CPU; on CUDA the masked dense stem (measured faster there)
+    assert make_backend("auto", "cpu").name == "gather"
+    assert make_backend("auto", "cuda").name == "dense"
 
 
 def test_gather_refuses_autograd():

@@ -459,17 +459,22 @@ BACKENDS: dict[str, type[SparseBackend]] = {
 }
 
 
+# Measured on an NVIDIA H200 (YOLOv8n, 4K frames, stem stage incl. upload, median of 10):
+# 13% active: dense 5.5 ms, gather 10.9 ms, spconv 19.1 ms (fp16; fp32: dense 7.7, spconv
+# 23.2); 84% active: dense 6.1 ms, gather 28.1 ms, spconv 30.8 ms. cuDNN on the whole frame
+# costs less than building spconv's index pairs for the active part.
 def make_backend(name: str, device: torch.device | str = "cpu") -> SparseBackend:
-    """Instantiate a backend by name; ``auto`` picks spconv on CUDA and gather on CPU.
+    """Instantiate a backend by name; ``auto`` picks gather on CPU and dense on CUDA.
+
+    On CUDA the masked dense stem beat both sparse kernels at every measured activity (see
+    the note above); spconv stays selectable by name.
 
     Raises:
         ValueError: unknown name, or spconv requested but not installed.
     """
     device = torch.device(device)
     if name == "auto":
-        name = "spconv" if device.type == "cuda" and spconv_available() else "gather"
-        if device.type == "cuda" and name == "gather":
-            name = "dense"  # no spconv on CUDA: dense cuDNN beats a Python gather loop
+        name = "dense" if device.type == "cuda" else "gather"
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     if name == "spconv" and not spconv_available():
