@@ -33,6 +33,12 @@ GATHER_MAX_ACTIVE = 0.45
 ALL_WINDOWS = 0.9
 # Stride-8 cells per remainder batch: bounds activation memory (about 2048 x 2048 px).
 MAX_BATCH_CELLS = 256 * 256
+# The fixed cost of one more remainder forward pass, in stride-8 cells of compute: windows
+# grow to a shared shape when that costs less (model.windows.group_by_shape). On an H200
+# (fp16) a forward took about 5.5 ms however small (7 window shapes: 38.7 ms) and the whole
+# 4K frame (123k cells) 8.2 ms, so about 64k cells. On CPU the per-cell cost dominates (2
+# threads: 1.6 s for 123k cells), so windows keep their own (ladder-snapped) shapes.
+FORWARD_CELLS = {"cuda": 64 * 1024}
 
 
 class Timer:
@@ -102,7 +108,8 @@ class SparseEngine:
         backend = self.backend_for(mask.active_fraction)
         with timer.stage("plan"):
             windows = plan_windows(cells, mask.cell, self.cfg.window)
-        grid = cells.shape[0] * cells.shape[1] * (mask.cell // 8) ** 2
+        grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
+        grid = grid_hw[0] * grid_hw[1]
         covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
         info = {"backend": backend.name, "fill": self.cfg.window.fill}
         if self.cfg.backend == "auto" and backend.name == "dense" and covered >= ALL_WINDOWS:
@@ -123,7 +130,7 @@ class SparseEngine:
         with timer.stage("densify"):
             fill = self._fill(image, pyramid, valid)
         dets = []
-        for boxes in self._batches(windows):
+        for boxes in self._batches(windows, grid_hw):
             with timer.stage("densify"):
                 batch = backend.windows(feats, boxes.to(self.device), fill)
             with timer.stage("remainder"):
@@ -145,8 +152,9 @@ class SparseEngine:
         rgb = torch.tensor([[r, g, b]], dtype=self.model.dtype, device=self.device) / 255
         return flat_response(self.model.stem, rgb)[0]
 
-    def _batches(self, windows: np.ndarray) -> Iterator[torch.Tensor]:
-        for group in group_by_shape(windows):
+    def _batches(self, windows: np.ndarray, grid_hw: tuple[int, int]) -> Iterator[torch.Tensor]:
+        forward_cells = FORWARD_CELLS.get(self.device.type, 0)
+        for group in group_by_shape(windows, grid_hw, forward_cells):
             per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
             yield from group.split(per)
 

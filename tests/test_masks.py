@@ -5,10 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from sparse_yolo.config import MaskConfig, WindowConfig
 from sparse_yolo.masks import MASKS, cell_grid, make_mask
-from sparse_yolo.model.windows import plan_windows
+from sparse_yolo.model.windows import group_by_shape, plan_windows
 
 CELL = 16
 
@@ -127,3 +128,33 @@ def test_many_small_windows_share_few_shapes():
     shapes = {tuple(s) for s in win[:, 2:].tolist()}
     assert len(win) > 40 and len(shapes) <= 12  # a ladder of 3 edge sizes here, not 57 shapes
     assert (win[:, :2] >= 0).all() and (win[:, :2] + win[:, 2:] <= 400).all()
+
+
+def _contains(outer, inner):
+    return (outer[:2] <= inner[:2]).all() and (outer[:2] + outer[2:] >= inner[:2] + inner[2:]).all()
+
+
+def test_windows_grow_to_shared_shapes_when_a_forward_costs_more():
+    """group_by_shape(forward_cells=...): the CUDA batching. Fewer shapes, every window kept
+    inside a grown one on the stride-32 lattice and inside the grid; 0 keeps exact shapes."""
+    rng = np.random.default_rng(1)
+    cells = np.zeros((136, 240), bool)  # a 4K frame's 16 px cells
+    for y, x in rng.integers(0, 130, (12, 2)) * [1, 2]:
+        cells[y : y + rng.integers(1, 7), x : x + rng.integers(1, 7)] = True
+    win = plan_windows(cells, CELL, WindowConfig())
+    grid = (272, 480)
+    exact = group_by_shape(win)
+    assert [g.tolist() for g in group_by_shape(win, grid, 0)] == [g.tolist() for g in exact]
+    assert len(exact) >= 3
+    shared = group_by_shape(win, grid, 64 * 1024)
+    grown = torch.cat(shared).numpy()
+    assert len(shared) < len(exact) and len(grown) == len(win)
+    assert all(len({tuple(b[2:]) for b in g.tolist()}) == 1 for g in shared)
+    assert (grown[:, :2] % 4 == 0).all() and (grown[:, :2] >= 0).all()
+    assert (grown[:, :2] + grown[:, 2:] <= grid).all()
+    for w in win:  # each planned window lies in a grown window of its own
+        assert any(_contains(g, w) for g in grown)
+    extra = (grown[:, 2] * grown[:, 3]).sum() - (win[:, 2] * win[:, 3]).sum()
+    assert 0 < extra <= 64 * 1024 * len(win)
+    with pytest.raises(ValueError, match="grid size"):
+        group_by_shape(win, None, 1024)

@@ -60,10 +60,16 @@ def ladder_size(n: np.ndarray, limit: int) -> np.ndarray:
 def _snap_sizes(boxes: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
     """Grow each (y0, x0, y1, x1) to a ladder size, centred, shifted to stay in the grid."""
     size = boxes[:, 2:] - boxes[:, :2]
-    limit = np.array([grid_h, grid_w])
     new = np.stack([ladder_size(size[:, 0], grid_h), ladder_size(size[:, 1], grid_w)], 1)
+    return _grow(boxes, new, (grid_h, grid_w))
+
+
+def _grow(boxes: np.ndarray, new: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+    """Grow (y0, x0, y1, x1) boxes to (h, w) ``new`` sizes around their centres, on the
+    stride-32 lattice, shifted to stay inside the grid; each still contains its box."""
+    size = boxes[:, 2:] - boxes[:, :2]
     lo = boxes[:, :2] - (new - size) // 2 // ALIGN * ALIGN
-    lo = np.clip(lo, 0, limit - new)
+    lo = np.clip(lo, 0, np.array(grid_hw) - new)
     return np.concatenate([lo, lo + new], 1)
 
 
@@ -100,15 +106,43 @@ def _merge(boxes: np.ndarray, slack: float) -> np.ndarray:
     return boxes
 
 
-def group_by_shape(windows: np.ndarray) -> list[torch.Tensor]:
+def group_by_shape(
+    windows: np.ndarray, grid_hw: tuple[int, int] | None = None, forward_cells: int = 0
+) -> list[torch.Tensor]:
     """Split windows into batches of equal (h, w), largest batches first.
+
+    With ``forward_cells`` > 0, a window joins the smallest batch shape that contains it
+    when growing it to that shape costs at most ``forward_cells`` stride-8 cells of extra
+    compute, the fixed cost of one more forward pass (windows are taken largest first, so the
+    big ones set the shapes). A grown window (:func:`_grow`, inside ``grid_hw``) still holds
+    its own; the growth reads the real features around it (active or background fill).
 
     Returns:
         list of (B, 4) long tensors (y0, x0, h, w).
     """
     if len(windows) == 0:
         return []
+    if forward_cells > 0:
+        if grid_hw is None:
+            raise ValueError("growing windows to shared shapes needs the grid size")
+        windows = _share_shapes(windows, grid_hw, forward_cells)
     shapes, inverse = np.unique(windows[:, 2:], axis=0, return_inverse=True)
     groups = [windows[inverse.reshape(-1) == k] for k in range(len(shapes))]
     groups.sort(key=len, reverse=True)
     return [torch.from_numpy(g) for g in groups]
+
+
+def _share_shapes(windows: np.ndarray, grid_hw: tuple[int, int], budget: int) -> np.ndarray:
+    out = windows.copy()
+    shapes: list[np.ndarray] = []
+    for i in np.argsort(-(windows[:, 2] * windows[:, 3]), kind="stable"):
+        hw = windows[i, 2:]
+        fits = [s for s in shapes if (s >= hw).all() and s.prod() - hw.prod() <= budget]
+        if not fits:
+            shapes.append(hw)
+            continue
+        best = min(fits, key=lambda s: s.prod())
+        box = np.concatenate([windows[i, :2], windows[i, :2] + hw])[None]
+        grown = _grow(box, best[None], grid_hw)[0]
+        out[i] = np.concatenate([grown[:2], best])
+    return out
