@@ -125,9 +125,13 @@ class Detector:
         check_image(image, source_name)
         timer = Timer(self.engine.device)
         t0 = time.perf_counter()
+        frame = None
+        if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
+            with timer.stage("upload"):
+                frame = self.engine.upload(image)
         with timer.stage("mask"):
-            mask = self.mask(image, valid)
-        dets, info = self.engine.run(image, mask, timer, valid)
+            mask = self.mask(image, valid, frame)
+        dets, info = self.engine.run(image, mask, timer, valid, frame)
         stats = {
             "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
             "active_fraction": mask.active_fraction,  # the engine reports it as computed

@@ -83,6 +83,10 @@ class SparseEngine:
             name = "dense"
         return make_backend(name, self.device)
 
+    def upload(self, image: np.ndarray) -> torch.Tensor:
+        """The (H, W, 3) uint8 frame on the model's device (a view on CPU)."""
+        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+
     @torch.inference_mode()
     def run(
         self,
@@ -90,6 +94,7 @@ class SparseEngine:
         mask: MaskResult,
         timer: Timer,
         valid: np.ndarray | None = None,
+        frame: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Detect objects in the active cells of one image.
 
@@ -99,6 +104,7 @@ class SparseEngine:
             timer: receives ``plan``, ``stem``, ``densify``, ``remainder`` and ``merge`` seconds.
             valid: optional (H, W) bool of real pixels (not nodata): the background fill
                 takes its colour from them only.
+            frame: ``image`` already on the device (:meth:`upload`), if it is.
 
         Returns:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
@@ -125,7 +131,7 @@ class SparseEngine:
             return torch.zeros((0, 6)), info
         with timer.stage("stem"):
             pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), mask.cell)
-            img = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+            img = self.upload(image) if frame is None else frame
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):
             fill = self._fill(image, pyramid, valid)

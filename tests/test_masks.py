@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparse_yolo.config import MaskConfig, WindowConfig
-from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.masks import MASKS, cell_grid, gradient_scores, make_mask
 from sparse_yolo.model.windows import group_by_shape, plan_windows
 
 CELL = 16
@@ -158,3 +158,21 @@ def test_windows_grow_to_shared_shapes_when_a_forward_costs_more():
     assert 0 < extra <= 64 * 1024 * len(win)
     with pytest.raises(ValueError, match="grid size"):
         group_by_shape(win, None, 1024)
+
+
+@pytest.mark.parametrize(("h", "w"), [(203, 317), (64, 96), (2, 40)])
+def test_gradient_scores_on_the_device_equal_opencv(h, w):
+    """The torch gradient mask (what runs on CUDA, from the frame uploaded for the stem) is
+    bit-exact with OpenCV's: fixed-point grey, reflect-101 Sobel, saturation at 255 (hard
+    0/255 edges), half-to-even rounding, cell means over a frame padded to 32 px."""
+    rng = np.random.default_rng(h)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[: h // 2, : w // 3] = 255
+    img[h // 2 :, w // 3 : w // 2] = 0
+    mask = make_mask(MaskConfig(name="gradient"))
+    want = mask.scores(img)
+    got = gradient_scores(torch.from_numpy(img), CELL)
+    assert got.shape == want.shape == cell_grid(h, w, CELL) and want.max() > 5
+    assert np.array_equal(got.numpy(), want)
+    a, b = mask(img), mask(img, frame=torch.from_numpy(img))
+    assert np.array_equal(a.cells, b.cells) and np.array_equal(a.scores, b.scores)

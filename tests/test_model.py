@@ -166,7 +166,7 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
     runs = {}
     for backend in ("auto", "dense"):
         det = Detector(model, backend, device="cpu", **{"mask.cell": 32})
-        det.mask = lambda img, valid=None: fixed
+        det.mask = lambda img, valid=None, frame=None: fixed
         runs[backend] = det.predict_array(image)
     assert len(ref) > 3
     assert runs["auto"].stats["active_fraction"] == 1.0

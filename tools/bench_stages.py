@@ -2,7 +2,7 @@
 
 For each frame and backend it runs ``Detector.predict_array`` (--runs times after two
 warm-ups, CUDA synchronised at every stage) and prints the median seconds of each stage:
-``mask`` (cell mask, CPU), ``plan`` (windows), ``stem`` (upload and sparse stem),
+``upload`` (the frame to the GPU), ``mask`` (cell mask), ``plan`` (windows), ``stem``,
 ``densify`` (fill and window crops), ``remainder`` (dense rest of the network and candidate
 head), ``merge`` (NMS) and ``total``. bench_e2e gives the ratios; this says what to fix.
 
@@ -22,7 +22,7 @@ import torch
 from sparse_yolo.detector import Detector
 from sparse_yolo.scenes import shared_dir, sparse_scene, urban_scene
 
-STAGES = ("mask", "plan", "stem", "densify", "remainder", "merge", "total")
+STAGES = ("upload", "mask", "plan", "stem", "densify", "remainder", "merge", "total")
 
 
 def main() -> None:
