@@ -134,7 +134,7 @@ class SparseEngine:
             img = self.upload(image) if frame is None else frame
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):
-            fill = self._fill(image, pyramid, valid)
+            fill = self._fill(image, pyramid, valid, frame)
         dets = []
         for boxes in self._batches(windows, grid_hw):
             with timer.stage("densify"):
@@ -148,14 +148,29 @@ class SparseEngine:
         return out, info
 
     def _fill(
-        self, image: np.ndarray, pyramid: ActivePyramid, valid: np.ndarray | None
+        self,
+        image: np.ndarray,
+        pyramid: ActivePyramid,
+        valid: np.ndarray | None,
+        frame: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response."""
+        """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response.
+
+        The mean colour (of valid pixels) is taken on the uploaded ``frame`` when there is one
+        (a CUDA frame: no pass over the pixels on the CPU), else with OpenCV on ``image``.
+        """
         if self.cfg.window.fill == "zero" or pyramid.all_active:
             return None
-        weights = None if valid is None or not valid.any() else valid.astype(np.uint8)
-        b, g, r = cv2.mean(image, weights)[:3]
-        rgb = torch.tensor([[r, g, b]], dtype=self.model.dtype, device=self.device) / 255
+        use = None if valid is None or not valid.any() else valid
+        if frame is not None:
+            pix = frame.reshape(-1, 3)
+            if use is not None:
+                pix = pix[torch.from_numpy(use.reshape(-1)).to(frame.device)]
+            bgr = pix.float().mean(0)
+        else:
+            weights = None if use is None else use.astype(np.uint8)
+            bgr = torch.tensor(cv2.mean(image, weights)[:3], device=self.device)
+        rgb = (bgr.flip(0) / 255).to(self.device, self.model.dtype)[None]
         return flat_response(self.model.stem, rgb)[0]
 
     def _batches(self, windows: np.ndarray, grid_hw: tuple[int, int]) -> Iterator[torch.Tensor]:

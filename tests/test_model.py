@@ -196,8 +196,13 @@ def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
     with torch.inference_mode():
         fill = engine._fill(image, pyramid, valid)
         engine._fill(image, pyramid, None)
+        frame = torch.from_numpy(image)  # the device path (a CUDA frame), run on CPU
+        torch.testing.assert_close(engine._fill(image, pyramid, valid, frame), fill)
+        engine._fill(image, pyramid, None, frame)
         everything = ActivePyramid(torch.ones(2, 2, dtype=torch.bool), 32)
         assert engine._fill(image, everything, valid) is None  # nothing to fill
     assert fill.shape == (engine.model.stem[-1].cv2.conv.out_channels,)
     torch.testing.assert_close(colours[0], torch.tensor([[100.0, 150.0, 200.0]]) / 255)
     torch.testing.assert_close(colours[1], torch.tensor([[50.0, 75.0, 100.0]]) / 255)
+    torch.testing.assert_close(colours[2], colours[0])
+    torch.testing.assert_close(colours[3], colours[1])
