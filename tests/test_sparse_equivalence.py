@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from sparse_yolo.sparse.active import ActivePyramid
-from sparse_yolo.sparse.backends import BACKENDS, make_backend, spconv_available
+from sparse_yolo.sparse.backends import (
+    BACKENDS,
+    make_backend,
+    pointwise_cat,
+    spconv_available,
+)
 from sparse_yolo.sparse.stem import flat_response, run_stem
 from tests.conftest import blob_cells, randomize_bn, tiny_model
 
@@ -156,3 +161,33 @@ def test_half_stem_follows_the_float_stem(backend):
     torch.testing.assert_close(
         fill.float(), ref_fill, atol=5e-3 * float(ref_fill.abs().max()), rtol=0
     )
+
+
+@pytest.mark.parametrize("backend", [*SPARSE, "dense"])
+def test_stem_with_every_cell_equals_ultralytics_modules(backend):
+    """All cells active, each backend's inference stem (uint8 frame in, C2f's last conv fed
+    the parts without a concatenation) equals the plain Ultralytics modules on the float
+    image: the reference the sparse path is measured against."""
+    model = randomize_bn(tiny_model(seed=5), 5).fused().eval()
+    rng = np.random.default_rng(5)
+    image = torch.from_numpy(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    be = make_backend(backend)
+    with torch.inference_mode():
+        out = be.grid(run_stem(model.stem, be, image, ActivePyramid(torch.ones(6, 8).bool(), 16)))
+        ref = model.dense_stem(image.permute(2, 0, 1).flip(0)[None].float() / 255)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_pointwise_cat_reads_column_slices_without_a_copy():
+    """The 1x1 conv over parts equals the module on their concatenation, for what split
+    hands over: column slices of a wider (rows, C) table, next to a separate part."""
+    cv2 = randomize_bn(tiny_model(seed=6), 6).eval().stem[2].cv2
+    cin = cv2.conv.in_channels
+    k1, k2 = cin // 3, 2 * cin // 3
+    table = torch.randn(50, cin + 7)
+    parts = [table[:, :k1], table[:, k1:k2], torch.randn(50, cin - k2)]
+    assert not parts[0].is_contiguous() and not parts[1].is_contiguous()
+    with torch.no_grad():
+        want = cv2(torch.cat(parts, 1)[:, :, None, None])[:, :, 0, 0]
+        got = torch.nn.functional.silu(pointwise_cat(cv2, parts))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

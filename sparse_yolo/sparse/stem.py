@@ -20,7 +20,7 @@ def c2f(m: C2f, x, backend: SparseBackend):
     for b in m.m:
         h = backend.conv(b.cv2, backend.conv(b.cv1, parts[-1]))
         parts.append(backend.add(parts[-1], h) if b.add else h)
-    return backend.conv(m.cv2, backend.cat(parts))
+    return backend.conv_cat(m.cv2, parts)
 
 
 def run_stem(
