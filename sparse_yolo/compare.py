@@ -102,6 +102,14 @@ class FlopCounter:
     """
 
     def __init__(self, model: SparseYOLO) -> None:
+        lean = model.lean
+        model.set_lean_inference(False)  # count the convs as Ultralytics' modules run them
+        try:
+            self._probe(model)
+        finally:
+            model.set_lean_inference(lean)
+
+    def _probe(self, model: SparseYOLO) -> None:
         p = next(model.parameters())
         x = torch.zeros(1, 3, PROBE, PROBE, device=p.device, dtype=p.dtype)
         self._dense = sum(m for m, _ in _conv_calls(lambda: model(x), [model]))  # per PROBE^2 px
@@ -269,7 +277,7 @@ def fused_copy(model: SparseYOLO, device: torch.device, half: bool = False) -> S
 
     Activations are Ultralytics' own (not in place), whatever the source model's engine set.
     """
-    out = model.fused().set_inplace_activations(False)
+    out = model.fused().set_lean_inference(False)
     out.mask_net = None
     out = out.to(device)
     return out.half() if half else out

@@ -73,7 +73,7 @@ class SparseEngine:
         self.model = model.fused().to(self.device).to(memory_format=torch.channels_last)
         if cfg.half:
             self.model.half()
-        self.model.set_inplace_activations(True)
+        self.model.set_lean_inference(True)
         self.cfg = cfg
 
     def backend_for(self, active_fraction: float) -> SparseBackend:

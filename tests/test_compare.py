@@ -277,7 +277,8 @@ def test_measure_all_interleaves_rounds_after_warm_ups():
 
 
 def test_engine_activations_in_place_baselines_as_ultralytics():
-    """The engine's in-place SiLU is its own; the dense baselines keep Ultralytics' modules."""
+    """The engine's shortcuts (in-place SiLU, lean neck) are its own; the dense baselines keep
+    Ultralytics' modules."""
     from torch import nn
     from ultralytics.nn.modules import Conv
 
@@ -288,6 +289,7 @@ def test_engine_activations_in_place_baselines_as_ultralytics():
         return {m.act.inplace for m in model.modules() if isinstance(m, Conv)}
 
     assert inplace(det.model) == {True} and inplace(baseline) == {False}
+    assert det.model.neck.lean and not baseline.neck.lean
     assert all(isinstance(m.act, nn.SiLU) for m in baseline.modules() if isinstance(m, Conv))
 
 

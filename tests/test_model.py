@@ -9,7 +9,7 @@ import torch
 
 from sparse_yolo import Detector, ModelConfig, SparseYOLO, SparseYoloError
 from sparse_yolo.model.loading import load_model
-from tests.conftest import SHARED_WEIGHTS, scene, tiny_model
+from tests.conftest import SHARED_WEIGHTS, randomize_bn, scene, tiny_model
 
 
 def test_import_reproduces_ultralytics_dense_predictions(shared):
@@ -206,3 +206,28 @@ def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
     torch.testing.assert_close(colours[1], torch.tensor([[50.0, 75.0, 100.0]]) / 255)
     torch.testing.assert_close(colours[2], colours[0])
     torch.testing.assert_close(colours[3], colours[1])
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_pan_neck_inference_path_equals_its_training_path(channels_last):
+    """Inference skips writing the upsampled top-down maps and their concatenations (the 1x1
+    conv runs on the coarse map, then upsamples); autograd runs Ultralytics' modules on the
+    concatenations. Same function, for a batch of windows, BN folded or not."""
+    model = randomize_bn(tiny_model(seed=7), 7).eval()
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # real P3-P5 of two 64 x 96 windows
+        p3 = model.dense_stem(torch.rand(2, 3, 64, 96, generator=g))
+        b = model.backbone
+        p4 = b[6](b[5](p3))
+        feats = [p3, p4, b[9](b[8](b[7](p4)))]
+    if channels_last:
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    for neck in (model.neck, model.fused().neck):
+        neck.lean = True
+        with torch.no_grad():
+            fast = neck(feats)
+        with torch.enable_grad():
+            ref = neck(feats)
+        for a, b in zip(fast, ref, strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b.detach(), atol=1e-4, rtol=1e-4)

@@ -118,7 +118,17 @@ def conv_kind(m: nn.Module) -> str:
     raise ValueError(f"sparse stem supports 1x1 and 3x3 (stride 1 or 2) convs, got k={k} s={s}")
 
 
-def pointwise_cat(m: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
+def pixel_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) as a (B*H*W, C) matrix: a view when ``x`` is channels-last."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def pointwise_cat(
+    m: nn.Module,
+    parts: list[torch.Tensor],
+    out: torch.Tensor | None = None,
+    offset: int = 0,
+) -> torch.Tensor:
     """A 1x1 ``Conv`` (before its activation) on the channel concatenation of 2-D parts.
 
     Each part is a (rows, C_i) matrix: rows of active sites or channels-last pixels, possibly
@@ -128,12 +138,19 @@ def pointwise_cat(m: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
     708 -> 516 ms (medians of 6 interleaved). In the remainder (strides 16-32, 128-256
     channels) oneDNN's 1x1 conv on the cat was as fast (1226 vs 1279 ms), so it stays there.
 
+    Args:
+        m: the 1x1 ``Conv``.
+        parts: (rows, C_i) matrices, in concatenation order.
+        out: an accumulator already holding the conv of the first ``offset`` input channels,
+            bias included (the neck fills it with an upsampled coarse part); None: zeros.
+        offset: input channels ``out`` already accounts for.
+
     Returns:
         (rows, Cout) pre-activation output.
     """
     weight, bias = fold_conv(m)
     w = weight.flatten(1)
-    out, c0 = None, 0
+    c0 = offset
     for p in parts:
         wi = w[:, c0 : c0 + p.shape[1]].t()
         c0 += p.shape[1]
@@ -141,7 +158,8 @@ def pointwise_cat(m: nn.Module, parts: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _activate(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
+def activate(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
+    """A ``Conv``'s activation on its pre-activation output (SiLU in place: inference)."""
     if isinstance(m.act, nn.SiLU):
         return F.silu(out, inplace=True)
     return m.act(out)
@@ -223,8 +241,8 @@ class DenseBackend(SparseBackend):
             return super().conv_cat(m, xs)
         x = xs[0]
         b, _, h, w = x.x.shape  # channels-last grids: each a (B*H*W, C_i) matrix view
-        out = pointwise_cat(m, [g.x.permute(0, 2, 3, 1).reshape(-1, g.x.shape[1]) for g in xs])
-        out = _activate(m, out).view(b, h, w, -1).permute(0, 3, 1, 2)
+        out = pointwise_cat(m, [pixel_rows(g.x) for g in xs])
+        out = activate(m, out).view(b, h, w, -1).permute(0, 3, 1, 2)
         if not x.pyramid.all_active:
             out.mul_(self._mask(x.pyramid, x.stride, out.dtype))
         return Grid(out, x.stride, x.pyramid)
@@ -259,7 +277,7 @@ class DenseBackend(SparseBackend):
         # a channels-last weight keeps oneDNN on the channels-last path for this and later layers
         weight = frame_weight(weight).contiguous(memory_format=torch.channels_last)
         out = F.conv2d(nhwc.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding)
-        out = _activate(m, out)
+        out = activate(m, out)
         if not pyramid.all_active:
             out.mul_(self._mask(pyramid, 2, out.dtype))
         return Grid(out, 2, pyramid)
@@ -339,7 +357,7 @@ class RowsBackend(SparseBackend):
 
     @staticmethod
     def _finish(m: nn.Module, out: torch.Tensor) -> torch.Tensor:
-        out = _activate(m, out)
+        out = activate(m, out)
         out[-1].zero_()
         return out
 
