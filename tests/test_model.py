@@ -231,3 +231,13 @@ def test_pan_neck_inference_path_equals_its_training_path(channels_last):
         for a, b in zip(fast, ref, strict=True):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b.detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_lean_neck_is_a_cpu_shortcut():
+    """On CUDA the lean neck's extra launches cost more than they save (H200), so only a CPU
+    model turns it on; in-place activations apply everywhere."""
+    model = tiny_model().set_lean_inference(True)
+    assert model.lean and model.neck.lean
+    model.to("meta").set_lean_inference(True)
+    assert model.lean and not model.neck.lean
+    assert not tiny_model().set_lean_inference(False).neck.lean

@@ -201,15 +201,19 @@ class SparseYOLO(nn.Module):
         * every ``Conv``'s SiLU in place: nothing else reads a conv's output before its
           activation; it saves an allocation (and its page faults) per layer: the 4K
           cluttered frame ran 1561 -> 1461 ms (interleaved x6, identical detections).
-        * the ``pan`` neck convolves its top-down inputs before upsampling them and writes no
-          concatenation (:meth:`PathAggregationNeck._forward_inference`): 526 -> 383 ms.
+        * on CPU, the ``pan`` neck convolves its top-down inputs before upsampling them and
+          writes no concatenation (:meth:`PathAggregationNeck._forward_inference`): 4K neck
+          526 -> 383 ms. Not on CUDA, where the extra kernel launches cost more than the
+          memory passes they save (H200, fp16: remainder 6.1 -> 8.7 ms).
 
-        The dense baselines of ``compare`` keep them off: they stand for plain YOLOv8.
+        The dense baselines of ``compare`` keep them off: they stand for plain YOLOv8. Call it
+        after moving the model to its device.
         """
         for m in self.modules():
             if isinstance(m, Conv) and isinstance(m.act, nn.SiLU):
                 m.act = nn.SiLU(inplace=lean)
-        self.lean = self.neck.lean = lean
+        self.lean = lean
+        self.neck.lean = lean and next(self.parameters()).device.type == "cpu"
         return self
 
     # ----------------------------------------------------------------- checkpoints
