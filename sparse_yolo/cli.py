@@ -107,17 +107,16 @@ def build_detector(opts: dict[str, Any]):
     if opts.get("max_active") is not None:
         overrides["mask.max_active"] = opts["max_active"]
     if opts.get("half"):
-        import torch  # noqa: PLC0415
-
-        device = opts.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-        if not str(device).startswith("cuda"):
-            raise SparseYoloError(f"--half (fp16) needs a CUDA device, not {device!r}")
         overrides["half"] = True
     try:
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-        return Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
+        detector = Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
     except ValueError as exc:  # unknown mask/backend names, out-of-range values
         raise SparseYoloError(str(exc)) from exc
+    device = detector.engine.device  # the Detector's own choice when --device is not given
+    if cfg.half and device.type != "cuda":
+        raise SparseYoloError(f"--half (fp16) needs a CUDA device, not {str(device)!r}")
+    return detector
 
 
 def write_json(path: Path, data: Any) -> None:

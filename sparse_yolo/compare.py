@@ -275,7 +275,7 @@ def _detections(d: torch.Tensor | np.ndarray, names: dict[int, str]) -> Detectio
 def fused_copy(model: SparseYOLO, device: torch.device, half: bool = False) -> SparseYOLO:
     """A BN-fused copy for dense baselines (as Ultralytics does), without the mask net.
 
-    Activations are Ultralytics' own (not in place), whatever the source model's engine set.
+    Ultralytics' own modules (no in-place SiLU, no lean neck), whatever the engine set.
     """
     out = model.fused().set_lean_inference(False)
     out.mask_net = None

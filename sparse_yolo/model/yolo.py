@@ -204,7 +204,8 @@ class SparseYOLO(nn.Module):
         * on CPU, the ``pan`` neck convolves its top-down inputs before upsampling them and
           writes no concatenation (:meth:`PathAggregationNeck._forward_inference`): 4K neck
           526 -> 383 ms. Not on CUDA, where the extra kernel launches cost more than the
-          memory passes they save (H200, fp16: remainder 6.1 -> 8.7 ms).
+          memory passes they save (H200, fp16, two runs on fresh machines with dense full
+          at 9.0 and 9.7 ms: remainder 6.1 -> 8.7 ms; not an interleaved measurement).
 
         The dense baselines of ``compare`` keep them off: they stand for plain YOLOv8. Call it
         after moving the model to its device.

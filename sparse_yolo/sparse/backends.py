@@ -237,8 +237,9 @@ class DenseBackend(SparseBackend):
         return Grid(out, stride, x.pyramid)
 
     def conv_cat(self, m: nn.Module, xs: list[Grid]) -> Grid:
-        # Training runs the modules; CUDA too: on an H200 one cat + cuDNN conv beat the extra
-        # launches (stem 2.1 vs 2.6 ms), on CPU the part-wise matmuls win (see pointwise_cat).
+        # Training runs the modules; CUDA too: on an H200 the extra launches looked slower
+        # (stem 2.1 vs 2.6 ms, two runs on fresh machines, dense full 9.0 vs 9.7 ms), while on
+        # CPU the part-wise matmuls win in one interleaved run (see pointwise_cat).
         x = xs[0]
         if torch.is_grad_enabled() or conv_kind(m) != "pointwise" or x.x.device.type != "cpu":
             return super().conv_cat(m, xs)
