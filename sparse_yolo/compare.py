@@ -47,7 +47,8 @@ from sparse_yolo.eval.labels import GroundTruth
 from sparse_yolo.eval.metrics import evaluate, match_recall
 from sparse_yolo.masks import PAD_TO
 from sparse_yolo.model.yolo import CHECKPOINT_FORMAT, SparseYOLO
-from sparse_yolo.tiling import merge_tiles, tile_offsets
+from sparse_yolo.postprocess import merge_tiles, merge_windows
+from sparse_yolo.tiling import tile_offsets
 from sparse_yolo.types import Detections
 
 GFLOPS_CONVENTION = (
@@ -371,12 +372,11 @@ class DenseRunner:
     name: str = "dense-full"
 
     def __call__(self, image: np.ndarray) -> Detections:
-        from sparse_yolo.engine import merge_detections  # noqa: PLC0415
 
         d = self.dense.predict(self.dense.batch(image))[0].cpu()
         # the sparse engine's final step: clip to the frame, then NMS again
         cfg = DetectorConfig(post=self.dense.post)
-        return _detections(merge_detections(d, image.shape[:2], cfg.post), self.dense.model.names)
+        return _detections(merge_windows(d, image.shape[:2], cfg.post), self.dense.model.names)
 
     def cost(self, image: np.ndarray) -> tuple[float, dict[str, Any]]:
         hp, wp = (_padded(s) for s in image.shape[:2])

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 import torch
-import torchvision
 
-from sparse_yolo.config import DetectorConfig, PostprocessConfig
+from sparse_yolo.config import DetectorConfig
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
 from sparse_yolo.sparse.stem import flat_response, run_stem
@@ -142,9 +142,9 @@ class SparseEngine:
             with timer.stage("remainder"):
                 cand = self.model.detect_p3(batch, self.cfg.post.conf)
             with timer.stage("merge"):
-                dets.append(self._window_nms(cand, boxes))
+                dets.append(window_nms(cand, boxes, self.cfg.post))
         with timer.stage("merge"):
-            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
+            out = merge_windows(torch.cat(dets), image.shape[:2], self.cfg.post)
         return out, info
 
     def _fill(
@@ -178,49 +178,3 @@ class SparseEngine:
         for group in group_by_shape(windows, grid_hw, forward_cells):
             per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
             yield from group.split(per)
-
-    def _window_nms(self, cand: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """NMS within each window (as Ultralytics' per-image NMS), then window -> image pixels.
-
-        Args:
-            cand: (K, 7) [x1, y1, x2, y2, score, class, window] in window pixels.
-            boxes: (B, 4) windows (y0, x0, h, w) in stride-8 units.
-        """
-        post = self.cfg.post
-        win = cand[:, 6].long()
-        groups = win * (1 if post.agnostic else self.model.cfg.nc) + (
-            0 if post.agnostic else cand[:, 5].long()
-        )
-        keep = torchvision.ops.batched_nms(cand[:, :4], cand[:, 4], groups, post.iou)
-        out = cand[keep, :6].cpu()
-        shift = (boxes[:, [1, 0, 1, 0]] * 8).to(out)[win[keep].cpu()]
-        out[:, :4] += shift
-        return out
-
-
-def merge_detections(
-    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig
-) -> torch.Tensor:
-    """Merge detections from overlapping windows: clip to the image, then NMS.
-
-    Args:
-        dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
-        image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
-        post: IoU threshold, class-agnostic flag and max_det.
-
-    Returns:
-        (M, 6) sorted by descending score, at most ``post.max_det`` rows.
-    """
-    h, w = image_hw
-    cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
-    dets = dets[(cx < w) & (cy < h)]
-    dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
-    dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
-    return nms(dets, post)
-
-
-def nms(dets: torch.Tensor, post: PostprocessConfig) -> torch.Tensor:
-    """Class-aware (unless ``post.agnostic``) batched NMS of (N, 6) detections, best first."""
-    groups = torch.zeros_like(dets[:, 5]) if post.agnostic else dets[:, 5]
-    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, post.iou)
-    return dets[keep[: post.max_det]]

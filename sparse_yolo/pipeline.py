@@ -22,12 +22,11 @@ from sparse_yolo.io.raster import ImageSource, RasterSource, open_source
 from sparse_yolo.io.tiles import tile_windows
 from sparse_yolo.io.writers import SourceDetections
 from sparse_yolo.masks import MaskResult
-from sparse_yolo.tiling import merge_tiles
+from sparse_yolo.postprocess import cut_by_seam, merge_tiles
 from sparse_yolo.types import Detections
 
 log = logging.getLogger("sparse_yolo")
 
-SEAM_PX = 2.0  # a box this close to an interior tile edge is cut by the seam
 OVERVIEW_SIDE = 2048  # long side of the preview / mask overview
 
 
@@ -129,7 +128,7 @@ class _Accumulator:
         d = np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1)
         d = torch.from_numpy(d).float()
         if self.drop_seam_cuts:
-            d = d[~_cut_by_seam(d[:, :4], w, h, interior)]
+            d = d[~cut_by_seam(d[:, :4], w, h, interior)]
         d[:, [0, 2]] += c
         d[:, [1, 3]] += r
         self._dets.append(d)
@@ -175,18 +174,3 @@ class _Accumulator:
             "mask": mask_name,
             "image_size": [self.width, self.height],
         }
-
-
-def _cut_by_seam(boxes: torch.Tensor, w: int, h: int, interior: tuple[bool, ...]) -> torch.Tensor:
-    """(N,) bool: box touches an interior tile edge, so the neighbouring tile sees it whole."""
-    left, top, right, bottom = interior
-    cut = torch.zeros(len(boxes), dtype=torch.bool)
-    if left:
-        cut |= boxes[:, 0] <= SEAM_PX
-    if top:
-        cut |= boxes[:, 1] <= SEAM_PX
-    if right:
-        cut |= boxes[:, 2] >= w - SEAM_PX
-    if bottom:
-        cut |= boxes[:, 3] >= h - SEAM_PX
-    return cut

@@ -14,7 +14,7 @@ from sparse_yolo.config import DetectorConfig
 from sparse_yolo.detector import Result
 from sparse_yolo.io.raster import open_source
 from sparse_yolo.pipeline import detect_source
-from sparse_yolo.tiling import greedy_merge, merge_tiles
+from sparse_yolo.postprocess import greedy_merge, merge_tiles
 
 OBJECT = (300, 230, 340, 262)  # x1, y1, x2, y2: straddles the seams of 256 px tiles
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sparse_yolo.cli import build_detector, model_options, write_json
+from sparse_yolo.commands.options import build_detector, model_options, write_json
 
 MULTI_VALUE_FLAGS = ("--imgsz", "--sweep-active")
 SIZE_BUCKETS = ("all", "small", "medium", "large")

@@ -12,31 +12,11 @@ from typing import Any
 import click
 import numpy as np
 
-from sparse_yolo.cli import build_detector, model_options, write_json
+from sparse_yolo.commands.options import build_detector, model_options, tiling_options, write_json
 from sparse_yolo.config import load_config
 from sparse_yolo.errors import SparseYoloError
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def tiling_options(f):
-    for option in reversed(
-        [
-            click.option(
-                "--tile", type=click.IntRange(64), help="Tile edge in px for big rasters (4096)."
-            ),
-            click.option("--overlap", type=click.IntRange(0), help="Tile overlap in px (128)."),
-            click.option(
-                "--merge",
-                type=click.Choice(["nms", "greedy"]),
-                help="Across tiles: nms drops seam-cut boxes then suppresses duplicates; "
-                "greedy fuses seam-cut boxes SAHI-style.",
-            ),
-            click.option("--to-wgs84", is_flag=True, help="Write RFC 7946 EPSG:4326 lon/lat."),
-        ]
-    ):
-        f = option(f)
-    return f
 
 
 @click.command()
@@ -309,18 +289,13 @@ def merge_geojson(files: list[Path], out: Path, iou: float = 0.5) -> None:
 
 def _dedupe(features: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
     """Class-aware NMS over features by the envelopes of their geometries (best score kept)."""
-    import torch  # noqa: PLC0415
-    import torchvision  # noqa: PLC0415
+    from sparse_yolo.postprocess import nms_boxes  # noqa: PLC0415
 
-    if len(features) < 2:
-        return features
     boxes = []
     for feat in features:
         xy = np.asarray(feat["geometry"]["coordinates"][0], dtype=np.float64)
         boxes.append([*xy.min(0), *xy.max(0)])
-    b = torch.tensor(boxes, dtype=torch.float64)
-    b -= b[:, :2].min(0).values.repeat(2)  # small numbers: CRS metres are large
-    scores = torch.tensor([float(f["properties"]["score"]) for f in features], dtype=b.dtype)
-    classes = torch.tensor([int(f["properties"]["class_id"]) for f in features])
-    keep = torchvision.ops.batched_nms(b, scores, classes, iou).sort().values
+    scores = [float(f["properties"]["score"]) for f in features]
+    classes = [int(f["properties"]["class_id"]) for f in features]
+    keep = nms_boxes(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), np.asarray(classes), iou)
     return [features[i] for i in keep.tolist()]
