@@ -18,6 +18,7 @@ import torch
 from rasterio.windows import Window
 from tqdm import tqdm
 
+from sparse_yolo.config import DetectorConfig
 from sparse_yolo.io.raster import ImageSource, RasterSource, open_source
 from sparse_yolo.io.tiles import tile_windows
 from sparse_yolo.io.writers import SourceDetections
@@ -66,20 +67,43 @@ def detect_path(detector, path: str | Path, progress: bool = False) -> SourceRun
 def detect_source(detector, src: ImageSource, progress: bool = False) -> SourceRun:
     """Tile loop over an open source; see :func:`detect_path`."""
     cfg = detector.config
-    windows = tile_windows(src.width, src.height, cfg.tiling.tile, cfg.tiling.overlap)
-    last_mask = None
-    name = Path(str(src.path)).name
+    windows = source_windows(src, cfg)
     acc = _Accumulator(src.width, src.height, drop_seam_cuts=cfg.tiling.merge == "nms")
-    bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
-    for win in bar:
-        bgr, valid = src.read(win)
-        if not valid.any():
-            acc.skipped += 1
-            continue
-        res = detector.predict_array(bgr, None if valid.all() else valid, name)
-        acc.add(win, res, _interior_edges(win, src.width, src.height))
-        last_mask = res.mask
-    dets = merge_tiles(acc.dets(), cfg.post, cfg.tiling.merge)
+    last_mask = _detect_windows(detector, src, windows, acc, progress)
+    result, warnings = finish_source(src, acc.dets(), cfg, detector.names)
+    stats = acc.stats(len(windows), cfg.mask.name)
+    single = last_mask if len(windows) == 1 else None
+    return SourceRun(result, stats, acc.mask_overview(), acc.scale, single, warnings)
+
+
+def source_windows(src: ImageSource, cfg: DetectorConfig) -> list[Window]:
+    """The tile windows of a source, in row-major order (the order every run uses)."""
+    return tile_windows(src.width, src.height, cfg.tiling.tile, cfg.tiling.overlap)
+
+
+def detect_tiles(detector, path: str | Path, start: int, stop: int) -> torch.Tensor:
+    """Detect in tiles ``start:stop`` of :func:`source_windows`, before the cross-tile merge.
+
+    The hook that lets several workers share one huge raster: each detects a range of its
+    tiles, and :func:`finish_source` merges all ranges' rows (concatenated in tile order)
+    exactly as one :func:`detect_source` run would.
+
+    Returns:
+        (N, 6) [x1, y1, x2, y2, score, class] in full-raster pixels, seam cuts dropped.
+    """
+    cfg = detector.config
+    with open_source(path) as src:
+        acc = _Accumulator(src.width, src.height, drop_seam_cuts=cfg.tiling.merge == "nms")
+        _detect_windows(detector, src, source_windows(src, cfg)[start:stop], acc)
+    return acc.dets()
+
+
+def finish_source(
+    src: ImageSource, dets: torch.Tensor, cfg: DetectorConfig, names: dict[int, str]
+) -> tuple[SourceDetections, list[str]]:
+    """Merge the tiles' (N, 6) raster-pixel detections and attach the georeference."""
+    merged = merge_tiles(dets, cfg.post, cfg.tiling.merge)
+    name = Path(str(src.path)).name
     warnings = []
     if src.crs is None and isinstance(src, RasterSource):
         warnings.append(f"{name}: no CRS; writing pixel coordinates")
@@ -89,11 +113,27 @@ def detect_source(detector, src: ImageSource, progress: bool = False) -> SourceR
         src.height,
         src.crs,
         src.transform,
-        Detections(dets[:, :4], dets[:, 4], dets[:, 5], detector.names),
+        Detections(merged[:, :4], merged[:, 4], merged[:, 5], names),
     )
-    stats = acc.stats(len(windows), cfg.mask.name)
-    single = last_mask if len(windows) == 1 else None
-    return SourceRun(result, stats, acc.mask_overview(), acc.scale, single, warnings)
+    return result, warnings
+
+
+def _detect_windows(
+    detector, src: ImageSource, windows: list[Window], acc: _Accumulator, progress: bool = False
+) -> MaskResult | None:
+    """Detect in each window of ``src`` into ``acc``; returns the last tile's mask."""
+    last_mask = None
+    name = Path(str(src.path)).name
+    bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
+    for win in bar:
+        bgr, valid = src.read(win)
+        if not valid.any():
+            acc.skipped += 1
+            continue
+        res = detector.predict_array(bgr, None if valid.all() else valid, name)
+        acc.add(win, res, _interior_edges(win, src.width, src.height))
+        last_mask = res.mask
+    return last_mask
 
 
 def _interior_edges(win: Window, width: int, height: int) -> tuple[bool, bool, bool, bool]:
