@@ -14,8 +14,10 @@ from mosaic import assert_same_dets, mosaic_bands, read_dets, write_tiles, write
 from rasterio.transform import from_origin
 from rasters import rgb_utm, truncated
 
+from sparse_yolo.batch.driver import plan_units
 from sparse_yolo.batch.merge import merge_outputs
 from sparse_yolo.cli import main
+from sparse_yolo.config import DetectorConfig
 from sparse_yolo.postprocess import join_cut_boxes
 
 
@@ -60,7 +62,10 @@ def test_huge_raster_split_across_tasks_matches_one_run(tmp_path, tiny_weights):
     out = tmp_path / "out"
     res = batch(tmp_path / "in", "-o", out, "--tiles-per-task", "4", *tiling)
     assert res.exit_code == 0, res.output
-    assert "batch" in res.output and len(read_dets(ref)) > 5
+    cfg = DetectorConfig().replace(**{"tiling.tile": 128, "tiling.overlap": 32})
+    units = plan_units([whole], {whole: out / "huge.geojson"}, cfg, tiles_per_task=4)
+    assert [u.tiles for u in units] == [(0, 4), (4, 8), (8, 12)]  # 12 windows, 3 tasks
+    assert len(read_dets(ref)) > 5
     assert_same_dets(out / "huge.geojson", ref)
 
 
@@ -208,7 +213,8 @@ def test_local_engine_imports_nothing_from_ray(tmp_path, tiny_weights):
     tiles = tmp_path / "tiles"
     write_tiles(tiles, mosaic_bands(128, 128), 128)
     code = (
-        "import sys; from click.testing import CliRunner; from sparse_yolo.cli import main; "
+        "import sys; from click.testing import CliRunner; from sparse_yolo.cli import main
+from sparse_yolo.config import DetectorConfig; "
         f"r = CliRunner().invoke(main, ['batch', '{tiles}', '-o', '{tmp_path / 'out'}', "
         f"'--weights', '{tiny_weights}']); "
         "assert r.exit_code == 0, r.output; assert 'ray' not in sys.modules; print('ok')"
