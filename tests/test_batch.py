@@ -213,8 +213,7 @@ def test_local_engine_imports_nothing_from_ray(tmp_path, tiny_weights):
     tiles = tmp_path / "tiles"
     write_tiles(tiles, mosaic_bands(128, 128), 128)
     code = (
-        "import sys; from click.testing import CliRunner; from sparse_yolo.cli import main
-from sparse_yolo.config import DetectorConfig; "
+        "import sys; from click.testing import CliRunner; from sparse_yolo.cli import main; "
         f"r = CliRunner().invoke(main, ['batch', '{tiles}', '-o', '{tmp_path / 'out'}', "
         f"'--weights', '{tiny_weights}']); "
         "assert r.exit_code == 0, r.output; assert 'ray' not in sys.modules; print('ok')"
