@@ -220,3 +220,16 @@ def test_local_engine_imports_nothing_from_ray(tmp_path, tiny_weights):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+def test_ray_engine_without_ray_and_ray_options_without_it_are_one_line_errors(
+    tmp_path, tiny_weights, monkeypatch
+):
+    tiles = tmp_path / "tiles"
+    write_tiles(tiles, mosaic_bands(128, 128), 128)
+    res = batch(tiles, "-o", tmp_path / "out", "--address", "10.0.0.1:6379")
+    assert res.exit_code != 0 and "need --engine ray" in res.output
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    res = batch(tiles, "-o", tmp_path / "out", "--weights", tiny_weights, "--engine", "ray")
+    assert res.exit_code != 0 and "pip install 'sparse-yolo[ray]'" in res.output
+    assert "Traceback" not in res.output and not list((tmp_path / "out").glob("*.geojson"))

@@ -92,12 +92,6 @@ class TileWorker:
         write_detections(unit.output, [run.result], to_wgs84=self.to_wgs84)
         return Outcome(unit, n_detections=len(run.result.detections), warnings=run.warnings)
 
-    def pid(self) -> int:
-        """This worker's process id (lets tests and operators find it)."""
-        import os  # noqa: PLC0415
-
-        return os.getpid()
-
 
 def reason(exc: BaseException) -> str:
     """One line for errors.json: the message of a SparseYoloError, else type and message."""
