@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,9 +219,11 @@ def write_csv(fh: IO[str], frame) -> None:
 
 def _ogr(driver: str) -> Callable[[Path, Any], None]:
     def write(path: Path, frame) -> None:
-        frame.to_file(
-            path, driver=driver, engine="pyogrio", layer="detections", geometry_type="Polygon"
-        )
+        with warnings.catch_warnings():  # pixel coordinates have no CRS, by design
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            frame.to_file(
+                path, driver=driver, engine="pyogrio", layer="detections", geometry_type="Polygon"
+            )
 
     return write
 
