@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -178,7 +179,7 @@ def test_tile_windows_cover_and_stay_inside(
     keys = [(w.row_off, w.col_off) for w in windows]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)  # row-major, no duplicates
     cols = sorted({w.col_off for w in windows})
-    for a, b in zip(cols, cols[1:], strict=False):
+    for a, b in itertools.pairwise(cols):
         assert a + min(tile, width) - b >= overlap  # neighbours overlap by at least `overlap`
 
 
