@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from helpers import scene
 from rasterio.transform import from_origin
 from rasters import write_raster
-
-from tests.conftest import scene
 
 ORIGIN = (500000.0, 5000000.0)  # UTM 33N metres, 0.5 m pixels
 PIXEL = 0.5

@@ -120,22 +120,19 @@ def test_merge_rejects_pixel_tiles_with_georeferenced_ones(tmp_path):
 
 def _two_tile_outputs(tmp_path):
     """Per-tile outputs of two fully overlapping tiles: a car seen twice, a car, a truck."""
-    from sparse_yolo.io.writers import SourceDetections, write_detections
-    from sparse_yolo.types import Detections
+    from rasterio.crs import CRS
+
+    from sparse_yolo.io.writers import write_detections
+    from sparse_yolo.types import Detections, GeoRef, Result, RunStats
 
     sources = [rgb_utm(tmp_path, "a.tif"), rgb_utm(tmp_path, "b.tif")]
     boxes = [[[40, 40, 48, 44], [140, 40, 148, 44]], [[40.4, 40, 48.2, 44], [40, 40, 48, 44]]]
     scores, classes = [[0.9, 0.8], [0.7, 0.6]], [[2, 2], [2, 7]]
     files = []
     for src, b, s, c in zip(sources, boxes, scores, classes, strict=True):
-        item = SourceDetections(
-            str(src),
-            256,
-            256,
-            "EPSG:32633",
-            from_origin(500000, 5000000, 0.5, 0.5),
-            Detections(np.array(b), np.array(s), np.array(c), {2: "car", 7: "truck"}),
-        )
+        georef = GeoRef(256, 256, CRS.from_epsg(32633), from_origin(500000, 5000000, 0.5, 0.5))
+        dets = Detections(np.array(b), np.array(s), np.array(c), {2: "car", 7: "truck"})
+        item = Result(dets, RunStats(), str(src), georef)
         files.append(tmp_path / f"{src.stem}.geojson")
         write_detections(files[-1], [item])
     return files, sources

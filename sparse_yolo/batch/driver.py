@@ -21,9 +21,7 @@ import numpy as np
 from sparse_yolo.atomic import write_json
 from sparse_yolo.batch.work import Outcome, Unit, reason
 from sparse_yolo.errors import SparseYoloError
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".jpg", ".jpeg", ".png", ".bmp", ".webp")
-PLAIN_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # decoded whole; never split
+from sparse_yolo.io.raster import IMAGE_SUFFIXES, PLAIN_SUFFIXES
 
 # Engine name -> module with ``execute(units, spec) -> Iterator[Outcome]``; imported on use
 # so that the local engine never imports Ray.
@@ -133,8 +131,8 @@ def plan_units(
 
 
 def _n_windows(path: Path, cfg) -> int:
-    """How many tile windows a raster has; 1 for plain images and unreadable files (their
-    worker reports the problem)."""
+    """How many tile windows a raster has; 1 for plain images (decoded whole, never split)
+    and for unreadable files (their worker reports the problem)."""
     if path.suffix.lower() in PLAIN_SUFFIXES:
         return 1
     import rasterio  # noqa: PLC0415
@@ -187,18 +185,18 @@ def _finish_parts(parts: dict[int, Outcome], cfg, to_wgs84: bool) -> Outcome:
 
     from sparse_yolo.io.raster import open_source  # noqa: PLC0415
     from sparse_yolo.io.writers import write_detections  # noqa: PLC0415
-    from sparse_yolo.pipeline import finish_source  # noqa: PLC0415
+    from sparse_yolo.pipeline import merge_source  # noqa: PLC0415
 
     ordered = [parts[i] for i in sorted(parts)]
     unit = Unit(ordered[0].unit.source, ordered[0].unit.output)
     try:
         dets = torch.from_numpy(np.concatenate([p.dets for p in ordered]))
         with open_source(unit.source) as src:
-            result, warnings = finish_source(src, dets, cfg, ordered[0].names or {})
+            result = merge_source(src, dets, cfg, ordered[0].names or {})
         write_detections(unit.output, [result], to_wgs84=to_wgs84)
     except Exception as exc:
         return Outcome(unit, error=reason(exc))
-    return Outcome(unit, n_detections=len(result.detections), warnings=warnings)
+    return Outcome(unit, n_detections=len(result), warnings=result.warnings)
 
 
 def sweep_partials(outdir: Path) -> None:

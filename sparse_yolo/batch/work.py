@@ -82,15 +82,18 @@ class TileWorker:
             return Outcome(unit, error=reason(exc))
 
     def _run(self, unit: Unit) -> Outcome:
+        from sparse_yolo.io.raster import open_source  # noqa: PLC0415
         from sparse_yolo.io.writers import write_detections  # noqa: PLC0415
-        from sparse_yolo.pipeline import detect_tiles  # noqa: PLC0415
 
         if unit.tiles is not None:
-            dets = detect_tiles(self.detector, unit.source, *unit.tiles).numpy()
+            pipeline = self.detector.pipeline
+            with open_source(unit.source) as src:
+                windows = pipeline.tile_windows(src)[slice(*unit.tiles)]
+                dets = pipeline.detect_tiles(src, windows).dets().numpy()
             return Outcome(unit, n_detections=len(dets), dets=dets, names=self.detector.names)
-        run = self.detector.predict(unit.source).run
-        write_detections(unit.output, [run.result], to_wgs84=self.to_wgs84)
-        return Outcome(unit, n_detections=len(run.result.detections), warnings=run.warnings)
+        result = self.detector.predict(unit.source)
+        write_detections(unit.output, [result], to_wgs84=self.to_wgs84)
+        return Outcome(unit, n_detections=len(result), warnings=result.warnings)
 
 
 def reason(exc: BaseException) -> str:

@@ -11,8 +11,6 @@ import numpy as np
 from sparse_yolo.commands.options import build_detector, model_options, tiling_options, write_json
 from sparse_yolo.errors import SparseYoloError
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
 
 @click.command()
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -61,18 +59,21 @@ def detect(
         raise SparseYoloError("--preview and --save-mask take a single source")
     output = output or sources[0].with_suffix(".geojson")
     detector = build_detector(_with_tiling(opts))
-    runs = [detector.predict(src, progress=True).run for src in sources]
+    runs = [detector.predict(src, progress=True) for src in sources]
     for run in runs:
         for note in run.warnings:
             click.echo(f"warning: {note}", err=True)
-    write_detections(output, [r.result for r in runs], to_wgs84=opts["to_wgs84"])
-    n = sum(len(r.result.detections) for r in runs)
+    write_detections(output, runs, to_wgs84=opts["to_wgs84"])
+    n = sum(len(r) for r in runs)
     click.echo(f"{n} detections -> {output}")
     if preview or save_mask:
         _write_images(sources[0], runs[0], preview, save_mask, write_preview)
     if stats_path:
         write_json(
-            stats_path, runs[0].stats if len(runs) == 1 else {r.result.name: r.stats for r in runs}
+            stats_path,
+            runs[0].stats.to_dict()
+            if len(runs) == 1
+            else {r.name: r.stats.to_dict() for r in runs},
         )
 
 
@@ -92,7 +93,7 @@ def _write_images(
 
     with open_source(source) as src:
         image, _, scale = src.read_overview(2048)
-    d = run.result.detections
+    d = run.detections
     if preview:
         write_preview(preview, image, d.boxes, d.classes, d.scores, d.names, scale=scale)
         click.echo(f"preview -> {preview}")

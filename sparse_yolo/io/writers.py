@@ -24,7 +24,6 @@ import csv
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,33 +35,7 @@ from sparse_yolo.atomic import atomic_open, atomic_path
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.geo import pixel_boxes_to_polygons, polygons_to_wgs84
 from sparse_yolo.io.preview import class_color, write_preview  # noqa: F401 - re-exported
-from sparse_yolo.types import Detections
-
-
-@dataclass
-class SourceDetections:
-    """The detections of one input image, with what is needed to georeference them.
-
-    Attributes:
-        source: the input's path (its file name goes into the outputs).
-        width: image width in pixels.
-        height: image height in pixels.
-        crs: the image's CRS, or None for plain (ungeoreferenced) images.
-        transform: affine from (col, row) pixels to CRS coordinates (identity when no CRS).
-        detections: boxes as ``(N, 4)`` xyxy in full-image pixels.
-    """
-
-    source: str
-    width: int
-    height: int
-    crs: CRS | None
-    transform: Affine
-    detections: Detections
-
-    @property
-    def name(self) -> str:
-        return Path(str(self.source)).name
-
+from sparse_yolo.types import Result
 
 # --- coordinate frames ------------------------------------------------------------------
 
@@ -73,7 +46,7 @@ def _epsg_or_wkt(crs: CRS) -> str:
     return f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
 
 
-def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None:
+def _output_crs(items: Sequence[Result], to_wgs84: bool) -> CRS | None:
     """The one CRS the geometries of ``items`` will share (None: pixels or WGS84).
 
     Raises:
@@ -83,8 +56,8 @@ def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None
         return None
     distinct: list[CRS] = []
     for item in items:
-        if item.crs is not None and all(item.crs != c for c in distinct):
-            distinct.append(item.crs)
+        if item.georef.crs is not None and all(item.georef.crs != c for c in distinct):
+            distinct.append(item.georef.crs)
     if len(distinct) > 1:
         names = ", ".join(str(c.to_string()) for c in distinct[:4])
         raise SparseYoloError(
@@ -93,18 +66,18 @@ def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None
     return distinct[0] if distinct else None
 
 
-def _geometries(item: SourceDetections, to_wgs84: bool) -> list[shapely.Polygon]:
+def _geometries(item: Result, to_wgs84: bool) -> list[shapely.Polygon]:
     """Box polygons of one source: CRS units, lon/lat with ``to_wgs84``, or pixels."""
     boxes = item.detections.boxes
-    if item.crs is None:
+    if item.georef.crs is None:
         if to_wgs84:
             raise SparseYoloError("has no CRS, so it cannot be written in WGS84", item.source)
         return pixel_boxes_to_polygons(boxes, Affine.identity())
-    polys = pixel_boxes_to_polygons(boxes, item.transform)
-    return polygons_to_wgs84(polys, item.crs) if to_wgs84 else polys
+    polys = pixel_boxes_to_polygons(boxes, item.georef.transform)
+    return polygons_to_wgs84(polys, item.georef.crs) if to_wgs84 else polys
 
 
-def _rows(item: SourceDetections) -> Iterator[tuple[int, str, float, list[float]]]:
+def _rows(item: Result) -> Iterator[tuple[int, str, float, list[float]]]:
     """(class_id, class_name, score, [x1, y1, x2, y2] pixels) per detection."""
     det = item.detections
     for cls, score, box in zip(
@@ -121,7 +94,7 @@ def _rows(item: SourceDetections) -> Iterator[tuple[int, str, float, list[float]
 # --- one table of detections -----------------------------------------------------------
 
 
-def detections_frame(items: Sequence[SourceDetections], to_wgs84: bool = False, mixed_ok=False):
+def detections_frame(items: Sequence[Result], to_wgs84: bool = False, mixed_ok=False):
     """All detections of ``items`` as one GeoDataFrame, the table every GIS format writes.
 
     Columns: ``source`` (file name), ``class_id``, ``class_name``, ``score``, ``x1``, ``y1``,
@@ -141,15 +114,15 @@ def detections_frame(items: Sequence[SourceDetections], to_wgs84: bool = False, 
     import geopandas as gpd  # noqa: PLC0415 - pandas only when writing
 
     crs = _output_crs(items, to_wgs84)
-    if crs is not None and not mixed_ok and any(item.crs is None for item in items):
-        plain = next(item.name for item in items if item.crs is None)
+    if crs is not None and not mixed_ok and any(item.georef.crs is None for item in items):
+        plain = next(item.name for item in items if item.georef.crs is None)
         raise SparseYoloError(
             f"mixes georeferenced and plain-pixel sources ({plain} has no CRS); "
             "write them to separate files"
         )
     columns: dict[str, list[Any]] = {k: [] for k in (*FRAME_COLUMNS, "geometry")}
     for item in items:
-        plain_beside_crs = item.crs is None and crs is not None
+        plain_beside_crs = item.georef.crs is None and crs is not None
         geoms = [None] * len(item.detections) if plain_beside_crs else _geometries(item, to_wgs84)
         for geom, (cls, name, score, box) in zip(geoms, _rows(item), strict=True):
             for key, value in zip(FRAME_COLUMNS, (item.name, cls, name, score, *box), strict=True):
@@ -190,7 +163,7 @@ def write_geojson(fh: IO[str], frame) -> None:
     json.dump(collection, fh)
 
 
-def write_coco(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) -> None:
+def write_coco(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
     """Write a COCO results list; ``to_wgs84`` is ignored (COCO is pixels only)."""
     results = [
         {
@@ -267,9 +240,7 @@ def write_frame(path: str | Path, frame) -> None:
         )
 
 
-def write_detections(
-    path: str | Path, items: Sequence[SourceDetections], to_wgs84: bool = False
-) -> None:
+def write_detections(path: str | Path, items: Sequence[Result], to_wgs84: bool = False) -> None:
     """Write detections of one or more sources to ``path`` in the format its suffix names.
 
     Args:
