@@ -21,7 +21,6 @@ import numpy as np
 from sparse_yolo.atomic import write_json
 from sparse_yolo.batch.work import Outcome, Unit, reason
 from sparse_yolo.errors import SparseYoloError
-from sparse_yolo.io.raster import IMAGE_SUFFIXES, PLAIN_SUFFIXES
 
 # Engine name -> module with ``execute(units, spec) -> Iterator[Outcome]``; imported on use
 # so that the local engine never imports Ray.
@@ -80,6 +79,8 @@ class BatchReport:
 
 def expand_sources(spec: str) -> list[Path]:
     """A folder (its images, sorted) or a glob pattern."""
+    from sparse_yolo.io.raster import IMAGE_SUFFIXES  # noqa: PLC0415 - GDAL only when run
+
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -133,9 +134,12 @@ def plan_units(
 def _n_windows(path: Path, cfg) -> int:
     """How many tile windows a raster has; 1 for plain images (decoded whole, never split)
     and for unreadable files (their worker reports the problem)."""
+    import rasterio  # noqa: PLC0415
+
+    from sparse_yolo.io.raster import PLAIN_SUFFIXES  # noqa: PLC0415
+
     if path.suffix.lower() in PLAIN_SUFFIXES:
         return 1
-    import rasterio  # noqa: PLC0415
 
     from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
 

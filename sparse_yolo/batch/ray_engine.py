@@ -28,12 +28,13 @@ def execute(units: list[Unit], spec: BatchSpec) -> Iterator[Outcome]:
     """Run ``units`` on ``spec.workers`` Ray actors; yield outcomes as they finish."""
     ray = _ray()
     started = _connect(ray, spec.address)
+    actors: list = []
     try:
         actors = start_actors(ray, spec)
         yield from _stream(ray, actors, units)
+    finally:  # free the cluster's CPUs/GPUs now, also on Ctrl-C
         for actor in actors:
             ray.kill(actor)
-    finally:
         if started:
             ray.shutdown()
 

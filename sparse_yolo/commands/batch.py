@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from sparse_yolo.batch.driver import ENGINES
 from sparse_yolo.commands.options import model_options, tiling_options
 
 
@@ -30,7 +31,7 @@ from sparse_yolo.commands.options import model_options, tiling_options
 )
 @click.option(
     "--engine",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(list(ENGINES)),
     default="local",
     show_default=True,
     help="local: processes on this machine. ray: Ray actors, here or on a cluster "
