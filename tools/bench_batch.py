@@ -1,10 +1,11 @@
 """Batch throughput, tiles per minute: the local engine against Ray, at 1 and 2 workers.
 
-One process. A folder of 512x512 GeoTIFF tiles is cut from the shared aerial frames (or,
-without ../shared, from a synthetic scene, with a random-init model); every configuration
-runs the same ``sparse_yolo.batch.run_batch`` on it into a fresh folder, in interleaved
-rounds. One local Ray instance (no dashboard) is started once and kept, so the Ray rows pay
-for their actors (each loads the Detector) but not for starting Ray itself.
+A folder of 512x512 GeoTIFF tiles is cut from the shared aerial frames (or, without
+../shared, from a synthetic scene, with a random-init model). Every configuration runs
+``sparse-yolo batch`` on it in a fresh process (as a user runs it) into a fresh folder, in
+interleaved rounds. One local Ray instance (no dashboard) is started once by this script and
+joined with ``--address``, so the Ray rows pay for their actors (each loads the Detector) but
+not for starting Ray itself (printed once).
 
 Per run it reports:
 * ``tiles/min``: all tiles over the whole run, worker start-up included;
@@ -15,7 +16,7 @@ medians over the rounds. The goal: Ray at 2 workers >= 0.9x the local engine.
 
 Usage (through the bench lock, see PROTOCOL):
   flock /tmp/sparse-yolo-bench.lock env PYTHONPATH=$PWD python tools/bench_batch.py \\
-      [--tiles 24] [--rounds 2] [--weights ../shared/weights/yolov8n.pt] [--json out.json]
+      [--tiles 64] [--rounds 2] [--weights ../shared/weights/yolov8n.pt] [--json out.json]
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,8 +34,6 @@ import cv2
 import numpy as np
 import rasterio
 from rasterio.transform import from_origin
-
-from sparse_yolo.batch import BatchSpec, run_batch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FRAMES = ["data/aerial/boats.jpg", "data/aerial/small-vehicles1.jpeg"]
@@ -62,14 +63,16 @@ def write_tiles(folder: Path, n: int, side: int = 512) -> None:
             ds.write(rgb)
 
 
-def run_once(tiles: Path, out: Path, engine: str, workers: int, opts: dict) -> dict:
+def run_once(tiles: Path, out: Path, engine: str, workers: int, extra: list[str]) -> dict:
+    """One ``sparse-yolo batch`` in a fresh process, as a user runs it."""
+    cmd = [sys.executable, "-m", "sparse_yolo", "batch", str(tiles), "-o", str(out)]
+    cmd += ["--engine", engine, "--workers", str(workers), *extra]
     t0 = time.time()
-    report = run_batch(
-        BatchSpec(str(tiles), out, opts, engine=engine, workers=workers), echo=lambda _: 0
-    )
+    done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.time() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     stamps = sorted(p.stat().st_mtime for p in out.glob("t*.geojson"))
-    assert report.n_written == len(stamps) and not report.errors, report
     first = stamps[min(workers, len(stamps)) - 1]  # every worker has produced one output
     steady = (len(stamps) - workers) / max(stamps[-1] - first, 1e-6)
     return {"wall_s": wall, "tiles_per_min": 60 * len(stamps) / wall, "steady_per_min": 60 * steady}
@@ -79,7 +82,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--tiles", type=int, default=24)
+    ap.add_argument("--tiles", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--weights", default=str(SHARED / "weights/yolov8n.pt"))
     ap.add_argument("--json", type=Path)
@@ -88,18 +91,23 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     write_tiles(work / "tiles", args.tiles)
-    opts = {"weights": args.weights if Path(args.weights).is_file() else None, "device": "cpu"}
+    weights = args.weights if Path(args.weights).is_file() else str(work / "tiny.pt")
+    if not Path(weights).is_file():
+        from sparse_yolo.config import ModelConfig
+        from sparse_yolo.model.yolo import SparseYOLO
+
+        SparseYOLO(ModelConfig(scale="tiny", nc=3, names=("a", "b", "c"))).save(weights)
     t0 = time.time()
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
-    print(
-        f"{args.tiles} tiles of 512x512, weights {opts['weights']}; ray.init {time.time() - t0:.1f} s"
-    )
+    address = ray.get_runtime_context().gcs_address
+    print(f"{args.tiles} tiles of 512x512, weights {weights}; ray.init {time.time() - t0:.1f} s")
     runs: dict[str, list[dict]] = {f"{e}-{w}": [] for e, w in CONFIGS}
     for r in range(args.rounds):
         for engine, workers in CONFIGS:
-            res = run_once(
-                work / "tiles", work / f"out_{engine}{workers}_{r}", engine, workers, opts
-            )
+            extra = ["--weights", weights, "--device", "cpu"]
+            extra += ["--address", address] if engine == "ray" else []
+            out = work / f"out_{engine}{workers}_{r}"
+            res = run_once(work / "tiles", out, engine, workers, extra)
             runs[f"{engine}-{workers}"].append(res)
             print(
                 f"round {r} {engine}-{workers}: "
