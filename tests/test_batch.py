@@ -93,6 +93,13 @@ def test_merge_keeps_one_copy_of_an_object_seen_by_overlapping_tiles(tmp_path):
     assert merged["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
 
 
+def test_merge_of_pixel_tiles_only_concatenates(tmp_path):
+    files, sources = _two_tile_outputs(tmp_path, crs=None)
+    out = tmp_path / "all.geojson"
+    assert merge_outputs(files, sources, out) == 4  # no shared frame: nothing suppressed
+    assert "crs" not in json.loads(out.read_text())
+
+
 def test_merge_across_crs_reprojects_to_wgs84(tmp_path):
     files, sources = _two_tile_outputs(tmp_path)
     other = json.loads(files[1].read_text())
@@ -118,8 +125,9 @@ def test_merge_rejects_pixel_tiles_with_georeferenced_ones(tmp_path):
     assert not (tmp_path / "all.geojson").exists()
 
 
-def _two_tile_outputs(tmp_path):
+def _two_tile_outputs(tmp_path, crs="EPSG:32633"):
     """Per-tile outputs of two fully overlapping tiles: a car seen twice, a car, a truck."""
+    from affine import Affine
     from rasterio.crs import CRS
 
     from sparse_yolo.io.writers import write_detections
@@ -130,7 +138,8 @@ def _two_tile_outputs(tmp_path):
     scores, classes = [[0.9, 0.8], [0.7, 0.6]], [[2, 2], [2, 7]]
     files = []
     for src, b, s, c in zip(sources, boxes, scores, classes, strict=True):
-        georef = GeoRef(256, 256, CRS.from_epsg(32633), from_origin(500000, 5000000, 0.5, 0.5))
+        transform = from_origin(500000, 5000000, 0.5, 0.5) if crs else Affine.identity()
+        georef = GeoRef(256, 256, CRS.from_user_input(crs) if crs else None, transform)
         dets = Detections(np.array(b), np.array(s), np.array(c), {2: "car", 7: "truck"})
         item = Result(dets, RunStats(), str(src), georef)
         files.append(tmp_path / f"{src.stem}.geojson")
