@@ -93,6 +93,14 @@ def test_merge_keeps_one_copy_of_an_object_seen_by_overlapping_tiles(tmp_path):
     assert merged["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
 
 
+def test_merge_of_tiles_written_in_wgs84_still_drops_duplicates(tmp_path):
+    files, sources = _two_tile_outputs(tmp_path, to_wgs84=True)
+    assert "crs" not in json.loads(files[0].read_text())  # RFC 7946 lon/lat
+    out = tmp_path / "all.geojson"
+    assert merge_outputs(files, sources, out, wgs84=True) == 3
+    assert "crs" not in json.loads(out.read_text()) and gpd.read_file(out).crs.to_epsg() == 4326
+
+
 def test_merge_of_pixel_tiles_only_concatenates(tmp_path):
     files, sources = _two_tile_outputs(tmp_path, crs=None)
     out = tmp_path / "all.geojson"
@@ -125,7 +133,7 @@ def test_merge_rejects_pixel_tiles_with_georeferenced_ones(tmp_path):
     assert not (tmp_path / "all.geojson").exists()
 
 
-def _two_tile_outputs(tmp_path, crs="EPSG:32633"):
+def _two_tile_outputs(tmp_path, crs="EPSG:32633", to_wgs84=False):
     """Per-tile outputs of two fully overlapping tiles: a car seen twice, a car, a truck."""
     from affine import Affine
     from rasterio.crs import CRS
@@ -143,7 +151,7 @@ def _two_tile_outputs(tmp_path, crs="EPSG:32633"):
         dets = Detections(np.array(b), np.array(s), np.array(c), {2: "car", 7: "truck"})
         item = Result(dets, RunStats(), str(src), georef)
         files.append(tmp_path / f"{src.stem}.geojson")
-        write_detections(files[-1], [item])
+        write_detections(files[-1], [item], to_wgs84=to_wgs84)
     return files, sources
 
 

@@ -111,7 +111,8 @@ def run_batch(spec: BatchSpec, echo: Callable[[str], None] = print) -> BatchRepo
     sweep_partials(spec.outdir)
     _write_errors(spec.outdir / "errors.json", errors)
     done = [f for f in files if outputs[f].is_file()]
-    merge_outputs([outputs[f] for f in done], done, spec.merged_path, cfg.post.iou)
+    wgs84 = bool(spec.opts.get("to_wgs84"))
+    merge_outputs([outputs[f] for f in done], done, spec.merged_path, cfg.post.iou, wgs84)
     return BatchReport(len(files), len(files) - len(todo), len(done), errors)
 
 

@@ -36,6 +36,7 @@ class TileTable:
         class_names, sources: (N,) strings.
         geoms: (N,) box polygons in ``crs`` units (or pixels).
         transform, size: the tile raster's affine and (width, height); None when unknown.
+        native: the raster's own CRS (``crs`` is EPSG:4326 when written with --to-wgs84).
     """
 
     crs: str | None
@@ -47,10 +48,20 @@ class TileTable:
     geoms: list[shapely.Polygon]
     transform: Affine | None = None
     size: tuple[int, int] | None = None
+    native: str | None = None
 
 
-def merge_outputs(files: list[Path], sources: list[Path], out: Path, iou: float = 0.5) -> int:
+def merge_outputs(
+    files: list[Path], sources: list[Path], out: Path, iou: float = 0.5, wgs84: bool = False
+) -> int:
     """Merge per-tile GeoJSON ``files`` (of raster ``sources``) into ``out``, by suffix.
+
+    Args:
+        files: per-tile outputs, one per source.
+        sources: the rasters they came from (their affine lets edge-cut boxes join).
+        out: the merged file; its suffix picks the format.
+        iou: NMS threshold for objects seen by overlapping tiles.
+        wgs84: the per-tile outputs were written in EPSG:4326 lon/lat (``--to-wgs84``).
 
     Returns:
         The number of merged detections written.
@@ -60,12 +71,15 @@ def merge_outputs(files: list[Path], sources: list[Path], out: Path, iou: float 
     """
     from sparse_yolo.io.writers import write_frame  # noqa: PLC0415
 
-    tables = [_read(f, s) for f, s in zip(files, sources, strict=True)]
+    tables = [
+        _read(f, s, "EPSG:4326" if wgs84 else None) for f, s in zip(files, sources, strict=True)
+    ]
     georef = {t.crs is not None for t in tables}
     if len(georef) > 1:
         raise SparseYoloError("cannot merge pixel-coordinate tiles with georeferenced ones", out)
     crs_names = list(dict.fromkeys(t.crs for t in tables))
-    tables = [joined for name in crs_names for joined in _join_edge_cuts(tables, name)]
+    frames = list(dict.fromkeys((t.crs, t.native) for t in tables))  # can share pixels
+    tables = [joined for key in frames for joined in _join_edge_cuts(tables, *key)]
     frame = _frame(tables, crs_names)
     if True in georef and len(files) > 1 and len(frame):
         frame = _dedupe(frame, iou)
@@ -73,10 +87,10 @@ def merge_outputs(files: list[Path], sources: list[Path], out: Path, iou: float 
     return len(frame)
 
 
-def _read(path: Path, source: Path) -> TileTable:
-    """One per-tile GeoJSON, plus its raster's affine and size when the source opens."""
+def _read(path: Path, source: Path, default_crs: str | None) -> TileTable:
+    """One per-tile GeoJSON, plus its raster's CRS, affine and size when the source opens."""
     collection = json.loads(path.read_text())
-    crs = (collection.get("crs") or {}).get("properties", {}).get("name")
+    crs = (collection.get("crs") or {}).get("properties", {}).get("name") or default_crs
     feats = collection["features"]
     props = [f["properties"] for f in feats]
     table = TileTable(
@@ -93,20 +107,25 @@ def _read(path: Path, source: Path) -> TileTable:
             import rasterio  # noqa: PLC0415
 
             with rasterio.open(source) as ds:
-                table.transform, table.size = ds.transform, (ds.width, ds.height)
+                if ds.crs:
+                    table.native = ds.crs.to_string()
+                    table.transform, table.size = ds.transform, (ds.width, ds.height)
         except Exception:  # a source gone since its output was written: no joining
             pass
     return table
 
 
-def _join_edge_cuts(tables: list[TileTable], crs: str | None) -> list[TileTable]:
-    """Join edge-cut pieces across the tiles in ``crs`` that share one pixel frame."""
-    from sparse_yolo.geo import pixel_boxes_to_polygons  # noqa: PLC0415
+def _join_edge_cuts(
+    tables: list[TileTable], crs: str | None, native: str | None
+) -> list[TileTable]:
+    """Join edge-cut pieces across the tiles written in ``crs`` from rasters in ``native``
+    that share one pixel frame."""
+    from sparse_yolo.geo import pixel_boxes_to_polygons, polygons_to_wgs84  # noqa: PLC0415
     from sparse_yolo.postprocess import join_cut_boxes  # noqa: PLC0415
 
-    group = [t for t in tables if t.crs == crs]
+    group = [t for t in tables if (t.crs, t.native) == (crs, native)]
     ref = next((t.transform for t in group if t.transform is not None), None)
-    if crs is None or ref is None or sum(len(t.scores) for t in group) == 0:
+    if native is None or ref is None or sum(len(t.scores) for t in group) == 0:
         return group
     offsets = [_offset(t, ref) for t in group]
     boxes = np.concatenate([t.rows + np.tile(o, 2) for t, o in zip(group, offsets, strict=True)])
@@ -125,7 +144,8 @@ def _join_edge_cuts(tables: list[TileTable], crs: str | None) -> list[TileTable]
     geoms = [g for t in group for g in t.geoms]
     joined = ~np.isclose(fused, boxes[keep], equal_nan=True).all(axis=1)
     for k in np.flatnonzero(joined):
-        geoms[keep[k]] = pixel_boxes_to_polygons(fused[k : k + 1], ref)[0]
+        poly = pixel_boxes_to_polygons(fused[k : k + 1], ref)
+        geoms[keep[k]] = (polygons_to_wgs84(poly, native) if crs == "EPSG:4326" else poly)[0]
     rows = np.concatenate([t.rows for t in group])
     rows[keep[joined]] = fused[joined] - np.tile(np.array(offsets)[owner[keep[joined]]], 2)
     names = [n for t in group for n in t.class_names]
@@ -140,6 +160,7 @@ def _join_edge_cuts(tables: list[TileTable], crs: str | None) -> list[TileTable]
             [names[i] for i in pick],
             [sources[i] for i in pick],
             [geoms[i] for i in pick],
+            native=native,
         )
     ]
 
@@ -182,7 +203,9 @@ def _frame(tables: list[TileTable], crs_names: list[str | None]):
     }
     crs = "EPSG:4326" if to_wgs84 else (crs_names[0] if crs_names else None)
     frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geoms, crs=crs))
-    return frame.astype({"class_id": "int64", "score": "float64"})
+    frame = frame.astype({"class_id": "int64", "score": "float64"})
+    frame.attrs["rfc7946"] = crs == "EPSG:4326"  # lon/lat: GeoJSON names no CRS
+    return frame
 
 
 def _dedupe(frame, iou: float):

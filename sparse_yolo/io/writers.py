@@ -131,7 +131,9 @@ def detections_frame(items: Sequence[Result], to_wgs84: bool = False, mixed_ok=F
     geometry = columns.pop("geometry")
     frame_crs = "EPSG:4326" if to_wgs84 else crs
     frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=frame_crs))
-    return frame.astype({"class_id": "int64", "score": "float64"})
+    frame = frame.astype({"class_id": "int64", "score": "float64"})
+    frame.attrs["rfc7946"] = to_wgs84  # lon/lat in EPSG:4326: GeoJSON names no CRS
+    return frame
 
 
 FRAME_COLUMNS = ("source", "class_id", "class_name", "score", "x1", "y1", "x2", "y2")
@@ -157,7 +159,7 @@ def write_geojson(fh: IO[str], frame) -> None:
             {"type": "Feature", "geometry": shapely.geometry.mapping(geom), "properties": props}
         )
     collection: dict[str, Any] = {"type": "FeatureCollection"}
-    if frame.crs is not None and frame.crs.to_epsg() != 4326:
+    if frame.crs is not None and not frame.attrs.get("rfc7946"):
         collection["crs"] = {"type": "name", "properties": {"name": _epsg_or_wkt(frame.crs)}}
     collection["features"] = features
     json.dump(collection, fh)
