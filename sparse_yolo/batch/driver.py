@@ -107,7 +107,7 @@ def run_batch(spec: BatchSpec, echo: Callable[[str], None] = print) -> BatchRepo
     if todo:
         units = plan_units(todo, outputs, cfg, spec.tiles_per_task)
         engine = importlib.import_module(ENGINES[spec.engine])
-        errors = collect(engine.execute(units, spec), units, cfg, spec, echo)
+        errors = collect(engine.execute(units, spec), units, cfg, spec)
     sweep_partials(spec.outdir)
     _write_errors(spec.outdir / "errors.json", errors)
     done = [f for f in files if outputs[f].is_file()]
@@ -138,12 +138,10 @@ def _n_windows(path: Path, cfg) -> int:
     import rasterio  # noqa: PLC0415
 
     from sparse_yolo.io.raster import PLAIN_SUFFIXES  # noqa: PLC0415
+    from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
 
     if path.suffix.lower() in PLAIN_SUFFIXES:
         return 1
-
-    from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
-
     try:
         with rasterio.open(path) as ds:
             width, height = ds.width, ds.height
@@ -152,9 +150,7 @@ def _n_windows(path: Path, cfg) -> int:
         return 1
 
 
-def collect(
-    outcomes: Iterable[Outcome], units: list[Unit], cfg, spec: BatchSpec, echo
-) -> dict[str, str]:
+def collect(outcomes: Iterable[Outcome], units: list[Unit], cfg, spec: BatchSpec) -> dict[str, str]:
     """Consume outcomes as they arrive: progress, errors, and merging huge rasters' parts."""
     from tqdm import tqdm  # noqa: PLC0415
 
