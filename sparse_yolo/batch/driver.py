@@ -10,61 +10,15 @@ from __future__ import annotations
 
 import glob
 import importlib
-import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from sparse_yolo.atomic import write_json
-from sparse_yolo.batch.work import Outcome, Unit, reason
+from sparse_yolo.batch.work import ENGINES, BatchSpec, Outcome, Unit, reason
 from sparse_yolo.errors import SparseYoloError
-
-# Engine name -> module with ``execute(units, spec) -> Iterator[Outcome]``; imported on use
-# so that the local engine never imports Ray.
-ENGINES = {"local": "sparse_yolo.batch.local", "ray": "sparse_yolo.batch.ray_engine"}
-
-
-@dataclass(frozen=True)
-class BatchSpec:
-    """One batch run.
-
-    Attributes:
-        inputs: a folder, or a glob pattern, of tiles.
-        outdir: output folder (per-tile ``<stem>.geojson``, ``errors.json``, the merged file).
-        opts: the shared model/tiling options (``commands/options.py``).
-        merged: merged output's name (inside ``outdir``) or path; its suffix picks the format.
-        engine: a key of ``ENGINES``.
-        workers: parallel workers (processes or Ray actors).
-        address: Ray cluster to join; None starts a local Ray instance.
-        gpus_per_worker: GPUs each Ray actor reserves.
-        tiles_per_task: a raster with more tile windows than this is split into tasks of
-            this many windows.
-        resume: skip tiles whose output exists.
-    """
-
-    inputs: str
-    outdir: Path
-    opts: dict[str, Any] = field(default_factory=dict)
-    merged: Path = Path("all.geojson")
-    engine: str = "local"
-    workers: int = 1
-    address: str | None = None
-    gpus_per_worker: float = 0.0
-    tiles_per_task: int = 8
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise SparseYoloError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
-        if self.engine != "ray" and (self.address or self.gpus_per_worker):
-            raise SparseYoloError("--address and --gpus-per-worker need --engine ray")
-
-    @property
-    def merged_path(self) -> Path:
-        return self.merged if self.merged.parent != Path(".") else self.outdir / self.merged
 
 
 @dataclass
@@ -211,8 +165,3 @@ def _write_errors(path: Path, errors: dict[str, str]) -> None:
         write_json(path, errors)
     else:
         path.unlink(missing_ok=True)
-
-
-def threads_per_worker(cpus: int, workers: int) -> int:
-    """Torch threads per worker so that all workers together use ``cpus`` cores."""
-    return max(1, math.floor(cpus / workers))

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from sparse_yolo.batch.driver import BatchSpec, threads_per_worker
-from sparse_yolo.batch.work import Outcome, TileWorker, Unit, reason
+from sparse_yolo.batch.work import BatchSpec, Outcome, TileWorker, Unit, reason, threads_per_worker
 
 _WORKER: dict[str, TileWorker] = {}  # this process's worker (a pool process has one)
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from sparse_yolo.batch.driver import BatchSpec, threads_per_worker
-from sparse_yolo.batch.work import Outcome, TileWorker, Unit, reason
+from sparse_yolo.batch.work import BatchSpec, Outcome, TileWorker, Unit, reason, threads_per_worker
 from sparse_yolo.errors import SparseYoloError
 
 IN_FLIGHT = 2  # units queued per actor, so an actor never waits for the driver

@@ -1,4 +1,5 @@
-"""The work of a batch: units (a whole tile file, or a range of one huge raster's tiles).
+"""The work of a batch: its spec, its units (a whole tile file, or a range of one huge
+raster's tiles) and the worker that runs them.
 
 Both engines run the same units through the same :class:`TileWorker`, so they give the
 same detections by construction; an engine only decides where the workers live.
@@ -6,6 +7,7 @@ same detections by construction; an engine only decides where the workers live.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,50 @@ from typing import Any
 import numpy as np
 
 from sparse_yolo.errors import SparseYoloError
+
+# Engine name -> module with ``execute(units, spec) -> Iterator[Outcome]``; imported on use
+# so that the local engine never imports Ray.
+ENGINES = {"local": "sparse_yolo.batch.local", "ray": "sparse_yolo.batch.ray_engine"}
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """One batch run.
+
+    Attributes:
+        inputs: a folder, or a glob pattern, of tiles.
+        outdir: output folder (per-tile ``<stem>.geojson``, ``errors.json``, the merged file).
+        opts: the shared model/tiling options (``commands/options.py``).
+        merged: merged output's name (inside ``outdir``) or path; its suffix picks the format.
+        engine: a key of ``ENGINES``.
+        workers: parallel workers (processes or Ray actors).
+        address: Ray cluster to join; None starts a local Ray instance.
+        gpus_per_worker: GPUs each Ray actor reserves.
+        tiles_per_task: a raster with more tile windows than this is split into tasks of
+            this many windows.
+        resume: skip tiles whose output exists.
+    """
+
+    inputs: str
+    outdir: Path
+    opts: dict[str, Any] = field(default_factory=dict)
+    merged: Path = Path("all.geojson")
+    engine: str = "local"
+    workers: int = 1
+    address: str | None = None
+    gpus_per_worker: float = 0.0
+    tiles_per_task: int = 8
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise SparseYoloError(f"unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.engine != "ray" and (self.address or self.gpus_per_worker):
+            raise SparseYoloError("--address and --gpus-per-worker need --engine ray")
+
+    @property
+    def merged_path(self) -> Path:
+        return self.merged if self.merged.parent != Path(".") else self.outdir / self.merged
 
 
 @dataclass(frozen=True)
@@ -100,3 +146,8 @@ def reason(exc: BaseException) -> str:
     """One line for errors.json: the message of a SparseYoloError, else type and message."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, SparseYoloError) else f"{type(exc).__name__}: {text}"
+
+
+def threads_per_worker(cpus: int, workers: int) -> int:
+    """Torch threads per worker so that all workers together use ``cpus`` cores."""
+    return max(1, math.floor(cpus / workers))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from sparse_yolo.batch.driver import ENGINES
+from sparse_yolo.batch.work import ENGINES
 from sparse_yolo.commands.options import model_options, tiling_options
 
 
