@@ -247,3 +247,11 @@ def test_ray_engine_without_ray_and_ray_options_without_it_are_one_line_errors(
     res = batch(tiles, "-o", tmp_path / "out", "--weights", tiny_weights, "--engine", "ray")
     assert res.exit_code != 0 and "pip install 'sparse-yolo[ray]'" in res.output
     assert "Traceback" not in res.output and not list((tmp_path / "out").glob("*.geojson"))
+
+
+def test_two_tiles_with_one_name_are_refused_before_any_work(tmp_path):
+    for sub in ("a", "b"):
+        write_tiles(tmp_path / "in" / sub, mosaic_bands(128, 128), 128)
+    res = batch(str(tmp_path / "in" / "*" / "*.tif"), "-o", tmp_path / "out")
+    assert res.exit_code != 0 and "would both write r0c0.geojson" in res.output
+    assert not (tmp_path / "out").exists()

@@ -51,9 +51,9 @@ def run_batch(spec: BatchSpec, echo: Callable[[str], None] = print) -> BatchRepo
     from sparse_yolo.commands.options import build_config  # noqa: PLC0415
 
     files = expand_sources(spec.inputs)
+    outputs = tile_outputs(files, spec.outdir)
     spec.outdir.mkdir(parents=True, exist_ok=True)
     sweep_partials(spec.outdir)  # left by workers killed mid-write in an earlier run
-    outputs = {f: spec.outdir / f"{f.stem}.geojson" for f in files}
     todo = [f for f in files if not (spec.resume and outputs[f].is_file())]
     echo(f"{len(files)} tiles, {len(files) - len(todo)} already done, {len(todo)} to run")
     cfg = build_config(spec.opts)
@@ -68,6 +68,20 @@ def run_batch(spec: BatchSpec, echo: Callable[[str], None] = print) -> BatchRepo
     wgs84 = bool(spec.opts.get("to_wgs84"))
     merge_outputs([outputs[f] for f in done], done, spec.merged_path, cfg.post.iou, wgs84)
     return BatchReport(len(files), len(files) - len(todo), len(done), errors)
+
+
+def tile_outputs(files: list[Path], outdir: Path) -> dict[Path, Path]:
+    """``<outdir>/<stem>.geojson`` per tile; two tiles with one stem are refused."""
+    outputs: dict[Path, Path] = {}
+    for f in files:
+        out = outdir / f"{f.stem}.geojson"
+        if out in outputs.values():
+            first = next(g for g, o in outputs.items() if o == out)
+            raise SparseYoloError(
+                f"{first} and {f} would both write {out.name}; give tiles distinct names"
+            )
+        outputs[f] = out
+    return outputs
 
 
 def plan_units(
