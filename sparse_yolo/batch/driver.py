@@ -72,15 +72,15 @@ def run_batch(spec: BatchSpec, echo: Callable[[str], None] = print) -> BatchRepo
 
 def tile_outputs(files: list[Path], outdir: Path) -> dict[Path, Path]:
     """``<outdir>/<stem>.geojson`` per tile; two tiles with one stem are refused."""
-    outputs: dict[Path, Path] = {}
+    owner: dict[Path, Path] = {}
     for f in files:
-        out = outdir / f"{f.stem}.geojson"
-        if out in outputs.values():
-            first = next(g for g, o in outputs.items() if o == out)
+        out = owner.setdefault(outdir / f"{f.stem}.geojson", f)
+        if out != f:
+            name = f"{f.stem}.geojson"
             raise SparseYoloError(
-                f"{first} and {f} would both write {out.name}; give tiles distinct names"
+                f"{out} and {f} would both write {name}; give tiles distinct names"
             )
-        outputs[f] = out
+    outputs = {f: o for o, f in owner.items()}
     return outputs
 
 
