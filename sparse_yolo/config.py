@@ -66,7 +66,9 @@ class MaskConfig:
     """Which cells the sparse stem computes.
 
     Attributes:
-        name: mask implementation (see ``sparse_yolo.masks.MASKS``).
+        name: mask implementation (see ``sparse_yolo.masks.MASKS``); ``learned:PATH`` is
+            ``name="learned", path=PATH``.
+        path: checkpoint whose mask net the ``learned`` mask uses (default: the detector's).
         cell: cell edge in pixels; the active set is aligned to it (8, 16 or 32).
         context: cells of dilation around whatever the mask marks.
         min_blob: active groups smaller than this many cells are dropped as specks,
@@ -85,8 +87,15 @@ class MaskConfig:
     threshold: float = 1.0
     coarse_size: int = 1280
     coarse_conf: float = 0.01
+    path: str | None = None
 
     def __post_init__(self) -> None:
+        name, sep, path = self.name.partition(":")
+        if sep:
+            if not path:
+                raise ValueError(f"mask {self.name!r}: expected NAME:PATH")
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "path", path)
         if self.cell not in (8, 16, 32):
             raise ValueError(f"mask cell must be 8, 16 or 32 px, got {self.cell}")
         if self.context < 0 or self.min_blob < 1:

@@ -9,9 +9,9 @@ import torch
 from sparse_yolo import Detector, SparseYoloError
 from sparse_yolo.config import MaskConfig, ModelConfig
 from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.masks.learned import LearnedMask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import (
-    LearnedMask,
     MaskNet,
     cell_targets,
     mask_features,

@@ -176,3 +176,35 @@ def test_gradient_scores_on_the_device_equal_opencv(h, w):
     assert np.array_equal(got.numpy(), want)
     a, b = mask(img), mask(img, frame=torch.from_numpy(img))
     assert np.array_equal(a.cells, b.cells) and np.array_equal(a.scores, b.scores)
+
+
+def test_masks_import_without_torch_and_masknet_does_not_import_masks():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sparse_yolo.masks as m; assert 'torch' not in sys.modules, 'torch'; "
+        "print(','.join(sorted(m.MASKS)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "all,coarse,gradient,learned"
+    import ast
+    import inspect
+
+    import sparse_yolo.model.masknet as masknet
+    from sparse_yolo.masks import PAD_TO
+
+    imported = {
+        n.module
+        for n in ast.walk(ast.parse(inspect.getsource(masknet)))
+        if isinstance(n, ast.ImportFrom)
+    }
+    assert not any(m.startswith("sparse_yolo.masks") for m in imported if m)
+    assert masknet.PAD_TO == PAD_TO
+
+
+def test_learned_mask_path_is_parsed_from_the_name():
+    cfg = MaskConfig(name="learned:/some/ckpt.pt")
+    assert (cfg.name, cfg.path) == ("learned", "/some/ckpt.pt")
+    with pytest.raises(ValueError, match="NAME:PATH"):
+        MaskConfig(name="learned:")

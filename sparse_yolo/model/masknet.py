@@ -22,8 +22,6 @@ budget) follows.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import cv2
 import numpy as np
 import torch
@@ -31,13 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from ultralytics.nn.modules import Conv
 
-from sparse_yolo.errors import SparseYoloError
-from sparse_yolo.masks import MASKS, PAD_TO, CellMask, cell_grid
-
 MASK_NET_STRIDE = 16  # one logit per 16 px cell
 FEATURE_STRIDE = 4  # statistics are pooled over 4x4 pixel blocks
 N_FEATURES = 4
 DEFAULT_THRESHOLD = 0.3
+# Frames are zero-padded like the detector's cell grid (``sparse_yolo.masks.PAD_TO``, checked
+# equal by the tests); the net does not import the masks, which import it.
+PAD_TO = 32
 
 
 def mask_features(image: np.ndarray) -> np.ndarray:
@@ -206,45 +204,3 @@ def mask_net_loss(
     """
     weight = torch.as_tensor(pos_weight, device=logits.device, dtype=logits.dtype)
     return F.binary_cross_entropy_with_logits(logits[:, 0], targets.to(logits), pos_weight=weight)
-
-
-class LearnedMask(CellMask):
-    """Cells the trained mask net finds likely to hold an object (``--mask learned``).
-
-    The net comes from ``context["mask_net"]`` or from the detector's model
-    (``context["detector"].model.mask_net``). A cell is active when its probability exceeds the
-    net's calibrated ``threshold`` times ``MaskConfig.threshold``.
-
-    Raises:
-        SparseYoloError: the model carries no mask net.
-    """
-
-    name: ClassVar[str] = "learned"
-
-    def __init__(self, cfg: Any, **context: Any) -> None:
-        super().__init__(cfg, **context)
-        self.net = self._find_net()
-
-    def _find_net(self) -> MaskNet:
-        net = self.context.get("mask_net")
-        detector = self.context.get("detector")
-        if net is None and detector is not None:
-            net = getattr(detector.model, "mask_net", None)
-        if net is None:
-            raise SparseYoloError(
-                "--mask learned needs a checkpoint with a trained mask net (sparse-yolo distill)"
-            )
-        return net
-
-    def scores(self, image: np.ndarray) -> np.ndarray:
-        hc, wc = cell_grid(image.shape[0], image.shape[1], self.cfg.cell)
-        probs = self.net.cell_probs(image, self.cfg.cell)
-        return probs[:hc, :wc]
-
-    def select(self, scores: np.ndarray) -> tuple[np.ndarray, float]:
-        """Probability threshold; a strong peak lies halfway between it and 1."""
-        thr = min(float(self.net.threshold) * self.cfg.threshold, 0.999)
-        return scores > thr, (1.0 + thr) / 2.0
-
-
-MASKS[LearnedMask.name] = LearnedMask
