@@ -65,21 +65,35 @@ def detect_path(detector, path: str | Path, progress: bool = False) -> SourceRun
 
 
 def detect_source(detector, src: ImageSource, progress: bool = False) -> SourceRun:
-    """Tile loop over an open source; see :func:`detect_path`."""
+    """Tile loop over an open source; see :func:`detect_path`.
+
+    With ``MaskConfig.roi``, only cells inside the region of interest are ever examined.
+    """
     cfg = detector.config
+    roi = None
+    if cfg.mask.roi:
+        from sparse_yolo.io.roi import load_roi  # noqa: PLC0415 - vectors only when asked
+
+        roi = load_roi(cfg.mask, src)
     windows = tile_windows(src.width, src.height, cfg.tiling.tile, cfg.tiling.overlap)
     last_mask = None
     name = Path(str(src.path)).name
     acc = _Accumulator(src.width, src.height, drop_seam_cuts=cfg.tiling.merge == "nms")
     bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
-    for win in bar:
-        bgr, valid = src.read(win)
-        if not valid.any():
-            acc.skipped += 1
-            continue
-        res = detector.predict_array(bgr, None if valid.all() else valid, name)
-        acc.add(win, res, _interior_edges(win, src.width, src.height))
-        last_mask = res.mask
+    detector.mask.prepare(src, cfg.tiling.tile)  # image-wide statistics, not one tile's
+    try:
+        for win in bar:
+            bgr, valid = src.read(win)
+            if roi is not None:
+                valid &= roi.pixels(win, cfg.mask.cell)
+            if not valid.any():
+                acc.skipped += 1
+                continue
+            res = detector.predict_array(bgr, None if valid.all() else valid, name)
+            acc.add(win, res, _interior_edges(win, src.width, src.height))
+            last_mask = res.mask
+    finally:
+        detector.mask.prepare(None)
     dets = merge_tiles(acc.dets(), cfg.post, cfg.tiling.merge)
     warnings = []
     if src.crs is None and isinstance(src, RasterSource):

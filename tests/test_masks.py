@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from rasterio.windows import Window
 
 from sparse_yolo.config import MaskConfig, WindowConfig
 from sparse_yolo.masks import MASKS, cell_grid, gradient_scores, make_mask
@@ -208,3 +209,29 @@ def test_learned_mask_path_is_parsed_from_the_name():
     assert (cfg.name, cfg.path) == ("learned", "/some/ckpt.pt")
     with pytest.raises(ValueError, match="NAME:PATH"):
         MaskConfig(name="learned:")
+
+
+def test_gradient_statistics_come_from_the_whole_source_not_the_tile(tmp_path):
+    from rasters import write_raster
+
+    from sparse_yolo.io.raster import open_source
+
+    rng = np.random.default_rng(0)
+    h, w = 1500, 2500
+    bands = 90 + rng.integers(0, 4, (3, h, w), dtype=np.uint8)  # faint noise
+    bands[:, :, : w // 3] += rng.integers(0, 60, (3, h, w // 3), dtype=np.uint8)  # texture
+    path = write_raster(tmp_path / "half.tif", bands)
+    mask = make_mask(MaskConfig(name="gradient"))
+    with open_source(path) as src:
+        levels = {}
+        for tile in (1024, 2048, 8192):
+            mask.prepare(src, tile)
+            levels[tile] = mask.stats
+        mask.prepare(None)
+        quiet, _ = src.read(Window(w - 512, 0, 512, 512))
+        busy, _ = src.read(Window(0, 0, 512, 512))
+    assert levels[1024] == levels[2048] == levels[8192] > 0
+    assert mask.stats is None
+    alone = mask(busy).active_fraction  # a textured tile alone calls its texture background
+    mask.stats = levels[1024]  # the source's quiet background: its texture stands out
+    assert mask(quiet).active_fraction == 0.0 and mask(busy).active_fraction > alone + 0.5

@@ -13,6 +13,7 @@ from rasters import write_raster
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.detector import Result
 from sparse_yolo.io.raster import open_source
+from sparse_yolo.masks import make_mask
 from sparse_yolo.pipeline import detect_source
 from sparse_yolo.tiling import greedy_merge, merge_tiles
 
@@ -31,6 +32,7 @@ class BrightBoxDetector:
             **{"tiling.tile": 256, "tiling.overlap": 96, "tiling.merge": merge}
         )
         self.names = {0: "object"}
+        self.mask = make_mask(self.config.mask)  # the pipeline prepares its statistics
         self.calls = 0
 
     def predict_array(self, image, valid=None, source_name=""):

@@ -6,14 +6,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sparse_yolo.masks.base import CellMask, MaskResult, cell_grid
+from sparse_yolo.masks.base import CellMask, MaskResult, cell_any, cell_grid
 
 if TYPE_CHECKING:
     import torch
 
 
 class AllMask(CellMask):
-    """Every cell active: the sparse model computes exactly the dense network."""
+    """Every cell with a valid pixel active: the sparse model computes exactly the dense
+    network (outside nodata and regions of interest)."""
 
     name = "all"
 
@@ -24,4 +25,5 @@ class AllMask(CellMask):
         frame: torch.Tensor | None = None,
     ) -> MaskResult:
         shape = cell_grid(image.shape[0], image.shape[1], self.cfg.cell)
-        return MaskResult(np.ones(shape, bool), np.ones(shape, np.float32), self.cfg.cell)
+        cells = np.ones(shape, bool) if valid is None else cell_any(valid, self.cfg.cell, shape)
+        return MaskResult(cells, np.ones(shape, np.float32), self.cfg.cell)

@@ -17,6 +17,7 @@ loop; until then (an in-memory array) the image itself is the whole image.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from rasterio.windows import Window
 
 PAD_TO = 32  # images are padded to a multiple of the model's largest stride
+BACKGROUND_PERCENTILE = 25  # of cell scores: the quiet background of a frame
 
 
 def cell_grid(height: int, width: int, cell: int) -> tuple[int, int]:
@@ -81,15 +83,22 @@ class CellMask:
         self.context = context
         self.stats: Any = None
 
-    def prepare(self, source: Source | None) -> None:
+    def prepare(self, source: Source | None, max_side: int = 1 << 30) -> None:
         """Fix image-wide statistics from a whole source, before its tiles are masked, so
         that the cells a tile gets do not depend on the tiling. ``None`` forgets them
-        (every image is then its own whole)."""
-        self.stats = None if source is None else self.source_statistics(source)
+        (every image is then its own whole). Reads are at most ``max_side`` px."""
+        self.stats = None if source is None else self.source_statistics(source, max_side)
 
-    def source_statistics(self, source: Source) -> Any:
+    def source_statistics(self, source: Source, max_side: int) -> Any:
         """Statistics of a whole source (default: none)."""
         return None
+
+    def valid_scores(self, image: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        """(Hc, Wc) float32 :meth:`scores`, 0 in cells without a valid pixel."""
+        s = self.scores(image).astype(np.float32)
+        if valid is not None:
+            s = np.where(cell_any(valid, self.cfg.cell, s.shape), s, 0.0).astype(np.float32)
+        return s
 
     def image_statistics(self, image: np.ndarray, valid: np.ndarray | None) -> Any:
         """Statistics of one whole (H, W, 3) uint8 BGR image (default: none)."""
@@ -103,13 +112,18 @@ class CellMask:
         """Adaptive threshold relative to the frame's quiet background.
 
         The background level is the 25th percentile of cell scores (robust while objects and
-        clutter cover under 75% of the frame); cells above ``threshold * (2 * background +
+        clutter cover under 75% of the frame), of the whole source's cells when
+        :meth:`prepare` has set it (``self.stats``); cells above ``threshold * (2 * background +
         floor)`` are active, and twice that marks a strong peak.
 
         Returns:
             (Hc, Wc) bool cells above threshold, and the score of a strong peak.
         """
-        background = float(np.percentile(scores, 25))
+        background = (
+            float(np.percentile(scores, BACKGROUND_PERCENTILE))
+            if self.stats is None
+            else float(self.stats)
+        )
         thr = self.cfg.threshold * (2.0 * background + self.floor)
         return scores > thr, 2.0 * thr
 
@@ -138,17 +152,25 @@ class CellMask:
             self.stats = self.image_statistics(image, valid)
         try:
             s = self.device_scores(frame) if frame is not None else None
-            s = (self.scores(image) if s is None else s.cpu().numpy()).astype(np.float32)
-            if valid is not None:
-                s = np.where(_cell_any(valid, self.cfg.cell, s.shape), s, 0.0).astype(np.float32)
+            if s is None:
+                s = self.valid_scores(image, valid)
+            else:
+                s = s.cpu().numpy().astype(np.float32)
+                if valid is not None:
+                    s = np.where(cell_any(valid, self.cfg.cell, s.shape), s, 0.0)
+                    s = s.astype(np.float32)
             cells, strong = self.select(s)
         finally:
             if not prepared:
                 self.stats = None
-        return MaskResult(postprocess(cells, s, strong, self.cfg), s, self.cfg.cell)
+        cells = postprocess(cells, s, strong, self.cfg)
+        if valid is not None:  # not even the context margin reaches nodata or outside an ROI
+            cells &= cell_any(valid, self.cfg.cell, s.shape)
+        return MaskResult(cells, s, self.cfg.cell)
 
 
-def _cell_any(valid: np.ndarray, cell: int, shape: tuple[int, int]) -> np.ndarray:
+def cell_any(valid: np.ndarray, cell: int, shape: tuple[int, int]) -> np.ndarray:
+    """(Hc, Wc) bool: cells of the ``shape`` grid holding any True pixel of (H, W) ``valid``."""
     padded = np.zeros((shape[0] * cell, shape[1] * cell), dtype=np.uint8)
     padded[: valid.shape[0], : valid.shape[1]] = valid
     return padded.reshape(shape[0], cell, shape[1], cell).max(axis=(1, 3)) > 0
@@ -199,3 +221,29 @@ def apply_budget(mask: np.ndarray, scores: np.ndarray, fraction: float, context:
     keep = np.zeros(mask.size, dtype=bool)
     keep[np.argsort(-ranked, kind="stable")[:budget]] = True
     return keep.reshape(mask.shape) & mask
+
+
+SAMPLE_SIDE = 1024  # px: full-resolution windows read for a large source's statistics
+SAMPLE_GRID = 4  # SAMPLE_GRID x SAMPLE_GRID windows on a regular grid
+WHOLE_MAX_PX = 4096 * 4096  # sources up to this size are read whole
+
+
+def sample_source(
+    source: Source, max_side: int = SAMPLE_SIDE
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Full-resolution ``(bgr, valid)`` reads that stand for a whole source: all of it, in
+    chunks, when it is small, else a regular grid of windows. Reads are at most ``max_side``
+    (the tile size, so memory stays bounded by it) and :data:`SAMPLE_SIDE` px; from a tile size
+    of :data:`SAMPLE_SIDE` up they do not depend on the tiling at all."""
+    from rasterio.windows import Window  # noqa: PLC0415 - only sources need rasterio
+
+    w, h = source.width, source.height
+    side = max(PAD_TO, min(SAMPLE_SIDE, max_side) // PAD_TO * PAD_TO)
+    if w * h <= WHOLE_MAX_PX:
+        cols, rows = range(0, w, side), range(0, h, side)
+    else:
+        cols = np.linspace(0, max(w - side, 0), SAMPLE_GRID).round().astype(int).tolist()
+        rows = np.linspace(0, max(h - side, 0), SAMPLE_GRID).round().astype(int).tolist()
+    for r in rows:
+        for c in cols:
+            yield source.read(Window(c, r, min(side, w - c), min(side, h - r)))

@@ -7,17 +7,28 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from sparse_yolo.masks.base import CellMask, cell_grid
+from sparse_yolo.masks.base import BACKGROUND_PERCENTILE, CellMask, Source, cell_grid, sample_source
 
 if TYPE_CHECKING:
     import torch
 
 
 class GradientMask(CellMask):
-    """Mean gradient magnitude per cell (Sobel on grey levels)."""
+    """Mean gradient magnitude per cell (Sobel on grey levels).
+
+    The threshold's background level comes from the whole source when the pipeline has
+    prepared one (:meth:`source_statistics`), so a raster's cells do not depend on
+    ``--tile``; an in-memory image is its own whole.
+    """
 
     name = "gradient"
     floor = 4.0  # grey levels: flat background and JPEG noise never pass
+
+    def source_statistics(self, source: Source, max_side: int) -> float:
+        """The background level (see :meth:`CellMask.select`) of all of a source's cells."""
+        reads = sample_source(source, max_side)
+        scores = [self.valid_scores(bgr, valid).ravel() for bgr, valid in reads]
+        return float(np.percentile(np.concatenate(scores), BACKGROUND_PERCENTILE))
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
