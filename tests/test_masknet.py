@@ -17,6 +17,7 @@ from sparse_yolo.model.masknet import (
     mask_features,
     mask_features_torch,
     mask_net_loss,
+    save_mask_net,
 )
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.train.maskfit import (
@@ -87,6 +88,33 @@ def test_checkpoint_carries_the_mask_net(tmp_path) -> None:
         assert torch.equal(a, b)
     result = Detector(path, mask="learned", device="cpu").predict(scene())
     assert result.stats["mask"] == "learned"
+
+
+def test_learned_path_adds_a_saved_mask_net_to_any_weights(tmp_path, tiny: SparseYOLO) -> None:
+    torch.manual_seed(1)
+    net = MaskNet(width=16).eval()
+    net.threshold.fill_(0.4)
+    save_mask_net(net, tmp_path / "net.pt", textures=["forest"])
+    student = SparseYOLO(ModelConfig(scale="tiny", nc=2, mask_net=True)).eval()
+    student.save(tmp_path / "student.pt")
+    image = scene()
+    want = make_mask(MaskConfig(name="learned"), mask_net=net)(image)
+    det = Detector(tiny, mask=f"learned:{tmp_path / 'net.pt'}", device="cpu")  # no net of its own
+    got = det.mask(image)
+    np.testing.assert_array_equal(got.cells, want.cells)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    assert float(det.mask.net.threshold) == pytest.approx(0.4)
+    other = Detector(tiny, mask=f"learned:{tmp_path / 'student.pt'}", device="cpu").mask.net
+    for a, b in zip(
+        other.state_dict().values(), student.mask_net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    with pytest.raises(SparseYoloError, match="not a PyTorch checkpoint"):
+        Detector(tiny, mask=f"learned:{tmp_path / 'bad.pt'}", device="cpu")
+    tiny.save(tmp_path / "plain.pt")
+    with pytest.raises(SparseYoloError, match="no mask net"):
+        Detector(tiny, mask=f"learned:{tmp_path / 'plain.pt'}", device="cpu")
 
 
 def test_cell_targets_mark_overlapped_cells() -> None:

@@ -1,9 +1,9 @@
 """``learned``: cells a small trained net (:mod:`sparse_yolo.model.masknet`) finds likely
 to hold an object.
 
-The net comes from the detector's own checkpoint (``--mask learned``) or from any other
-sparse-yolo checkpoint that carries one (``--mask learned:PATH``, e.g. written by
-``sparse-yolo distill --images``), so a mask adapted to one archive works with any weights.
+The net comes from the detector's own checkpoint (``--mask learned``) or from a file given
+as ``--mask learned:PATH``: a mask net alone (``tools/mask_learn.py``) or any sparse-yolo
+checkpoint that carries one (``sparse-yolo distill --images``), so a mask adapted to one archive works with any weights.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ class LearnedMask(CellMask):
         net = self.context.get("mask_net")
         if net is None and self.cfg.path:
             from sparse_yolo.model.loading import load_model  # noqa: PLC0415 - needs torch
+            from sparse_yolo.model.masknet import load_mask_net  # noqa: PLC0415
 
-            net = load_model(self.cfg.path).mask_net
+            net = load_mask_net(self.cfg.path) or load_model(self.cfg.path).mask_net
             if net is None:
                 raise SparseYoloError("checkpoint carries no mask net", self.cfg.path)
         detector = self.context.get("detector")
