@@ -93,17 +93,33 @@ def paste_frame(
         )
         th, tw = texture.shape[:2]
     y, x = int(rng.integers(0, th - size + 1)), int(rng.integers(0, tw - size + 1))
-    frame = texture[y : y + size, x : x + size].astype(np.float32)
     n = 0 if rng.random() < 0.25 else int(rng.integers(1, max_objects + 1))
+    return paste_objects(texture[y : y + size, x : x + size], crops, rng, n, scale)
+
+
+def paste_objects(
+    image: np.ndarray,
+    crops: list[ObjectCrop],
+    rng: np.random.Generator,
+    n: int,
+    scale: tuple[float, float] = (0.7, 1.4),
+) -> Frame:
+    """``n`` random objects pasted at random places of a copy of (H, W, 3) uint8 ``image``.
+
+    Returns:
+        The frame and its objects' (N, 4) xyxy boxes (objects too large for it are skipped).
+    """
+    frame = image.astype(np.float32)
+    h, w = frame.shape[:2]
     boxes = []
     for i in rng.integers(0, len(crops), n):
         patch, alpha, box = _transform(
             crops[i], float(rng.uniform(*scale)), float(rng.uniform(0, 360))
         )
         ph, pw = patch.shape[:2]
-        if ph >= size or pw >= size:
+        if ph >= h or pw >= w:
             continue
-        py, px = int(rng.integers(0, size - ph)), int(rng.integers(0, size - pw))
+        py, px = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
         region = frame[py : py + ph, px : px + pw]
         region += alpha[..., None] * (patch.astype(np.float32) - region)
         boxes.append(box + np.array([px, py, px, py], np.float32))
