@@ -5,7 +5,8 @@ cut out and pasted at random scales and angles onto random crops of the --textur
 (object-free imagery), plus those labelled frames themselves. The threshold is calibrated
 to --target recall on fresh synthetic frames (another seed). Every other frame under --data
 (and the 4K urban mosaic) is unseen: for each, the reference objects are its labels, or the
-dense detector's detections where it has none, and an object counts as covered when its
+dense detector's detections where it has none (the textured 4K frame's objects come from a
+VisDrone frame and its texture from cogeo.tif, neither used in training), and an object counts as covered when its
 centre lies in an active cell (as in ``tools/mask_bench.py``).
 
 Prints, per unseen frame, cells marked and objects covered at the calibrated threshold, and
@@ -14,7 +15,7 @@ net to -o (use it with ``sparse-yolo detect --mask learned:PATH``).
 
 Usage:
   flock /tmp/sparse-yolo-bench.lock env PYTHONPATH=$PWD python tools/mask_learn.py \\
-      [--steps 300] [--synthetic 96] [-o masknet.pt]
+      [--steps 600] [--synthetic 96] [-o masknet.pt]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 from mask_bench import Frame as BenchFrame
-from mask_bench import mosaic_frame, read_frames
+from mask_bench import mosaic_frame, read_frames, textured_frame
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.detector import Detector
@@ -41,7 +42,7 @@ from sparse_yolo.train.synth import object_crops, synthetic_frames
 
 OBJECTS = ["0000072_00000", "P1888"]
 TEXTURES = ["OSBS_029", "RGB.byte"]
-SCALES = [float(s) for s in np.geomspace(0.1, 3.0, 13)]
+PROBS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7]  # cell probability thresholds of the sweep
 
 
 def pick(frames: list[BenchFrame], keys: list[str]) -> list[BenchFrame]:
@@ -73,9 +74,10 @@ def evaluate(net, frames: list[BenchFrame], refs: list[np.ndarray], cell: int) -
         hit = centres_covered(res.cells, cell, ref)
         cov = f"{hit.mean():.1%} of {len(hit)}" if len(hit) else "-"
         print(f"| {f.name} | {res.active_fraction:.1%} | {cov} | {ms:.0f} |")
-    print("\npooled over unseen frames: threshold scale -> objects covered / cells marked")
-    for s in SCALES:
-        m = make_mask(MaskConfig(name="learned", cell=cell, threshold=s), mask_net=net)
+    print("\npooled over unseen frames: cell probability -> objects covered / cells marked")
+    for p in PROBS:
+        scale = p / float(net.threshold)
+        m = make_mask(MaskConfig(name="learned", cell=cell, threshold=scale), mask_net=net)
         hits = n = act = tot = 0
         for ref, sc in zip(refs, scores, strict=True):
             cells = finish(m, sc).cells
@@ -83,7 +85,7 @@ def evaluate(net, frames: list[BenchFrame], refs: list[np.ndarray], cell: int) -
             n += len(ref)
             act += int(cells.sum())
             tot += cells.size
-        print(f"  {s:5.2f}  {hits / max(n, 1):.3f} / {act / tot:.3f}")
+        print(f"  {p:5.2f}  {hits / max(n, 1):.3f} / {act / tot:.3f}")
 
 
 def main() -> None:
@@ -93,7 +95,7 @@ def main() -> None:
     ap.add_argument("--objects", nargs="+", default=OBJECTS, help="labelled frames to cut from")
     ap.add_argument("--textures", nargs="+", default=TEXTURES, help="object-free frames")
     ap.add_argument("--synthetic", type=int, default=96, help="synthetic 512 px frames")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--target", type=float, default=0.97, help="calibrated recall")
     ap.add_argument("--cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
@@ -101,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    frames = read_frames(args.data) + [mosaic_frame(0)]
+    frames = read_frames(args.data) + [mosaic_frame(0), textured_frame(args.data, 0)]
     labelled = [Frame(f.image, f.boxes, f.name) for f in pick(frames, args.objects)]
     textures = [f.image for f in pick(frames, args.textures)]
     seen = {f.name for f in pick(frames, args.objects + args.textures)}
