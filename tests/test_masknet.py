@@ -172,3 +172,16 @@ def test_mask_net_learns_small_objects_and_calibrates() -> None:
     res = [make_mask(MaskConfig(name="learned", context=0), mask_net=net)(f.image) for f in frames]
     point = pooled_recall(res, frames)
     assert point.recall >= 0.95 and point.active < 0.5
+
+
+def test_learned_scores_depend_on_nearby_pixels_only_not_on_the_tile() -> None:
+    """The learned mask has no image-wide statistics: a cell's score is the same in a tile
+    and in the whole frame once the tile edge is beyond the net's receptive field."""
+    torch.manual_seed(0)
+    net = MaskNet().eval()
+    image = scene(640, 640, n_objects=40, seed=3)
+    mask = make_mask(MaskConfig(name="learned"), mask_net=net)
+    whole = mask(image).scores
+    tile = mask(image[128:, 128:]).scores  # offset of 8 cells; same bottom/right edge
+    np.testing.assert_allclose(tile[12:, 12:], whole[20:, 20:], atol=1e-5)
+    assert not np.allclose(tile[0], whole[8, 8:])  # the tile's own edge does differ
