@@ -1,7 +1,7 @@
 """Mask benchmark on real imagery: what each mask marks, covers, keeps and costs.
 
 For every image under --data (recursively; labels found beside it, see ``find_labels``), a
-synthetic 4K urban mosaic (:func:`sparse_yolo.scenes.urban_scene`) and a 4K frame of real
+synthetic 4K urban mosaic (:func:`sparse_yolo.bench.scenes.urban_scene`) and a 4K frame of real
 texture with a few real objects pasted on it (``textured_frame``), and for each mask:
 
 * ``cells``: share of cells the mask marks; ``windows``: share of the stride-8 grid the
@@ -34,7 +34,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _shared import shared_dir
 
+from sparse_yolo.bench.scenes import urban_scene
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.detector import Detector
 from sparse_yolo.eval.labels import load_labels
@@ -43,7 +45,6 @@ from sparse_yolo.io.raster import open_source
 from sparse_yolo.masks import cell_grid
 from sparse_yolo.masks.measure import FixedMask, centres_covered, perfect_cells
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.scenes import shared_dir, urban_scene
 from sparse_yolo.types import Detections
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -103,7 +104,7 @@ def read_frames(data: Path) -> list[Frame]:
 
 
 def mosaic_frame(seed: int) -> Frame:
-    image, boxes, _ = urban_scene(seed)
+    image, boxes, _ = urban_scene(seed, data_dir=shared_dir())
     return Frame(f"urban mosaic 4K (seed {seed})", image, np.ones(image.shape[:2], bool), boxes)
 
 
@@ -160,8 +161,8 @@ def run_frame(frame: Frame, detectors: dict[str, Detector], rounds: int) -> list
                 frame.name,
                 name,
                 mres.active_fraction,
-                float(st.get("window_fraction", 0.0)),
-                float(st["active_fraction"]),
+                st.window_fraction,
+                st.active_fraction,
                 covered,
                 match_recall(dets[name], dets["all"]),
                 1000 * mask_s,

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from _shared import shared_dir
 from mask_bench import Frame as BenchFrame
 from mask_bench import mosaic_frame, read_frames, textured_frame
 
@@ -36,7 +37,6 @@ from sparse_yolo.masks import make_mask
 from sparse_yolo.masks.measure import centres_covered
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import save_mask_net
-from sparse_yolo.scenes import shared_dir
 from sparse_yolo.train.maskfit import Frame, calibrate_threshold, finish, fit_mask_net
 from sparse_yolo.train.synth import object_crops, synthetic_frames
 
@@ -57,7 +57,9 @@ def references(frames: list[BenchFrame], weights: Path) -> list[np.ndarray]:
         if f.boxes is not None:
             out.append(f.boxes)
         else:
-            out.append(dense.predict_array(f.image, None if f.valid.all() else f.valid).boxes)
+            out.append(
+                dense.predict_array(f.image, None if f.valid.all() else f.valid).detections.boxes
+            )
     return out
 
 

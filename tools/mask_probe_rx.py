@@ -18,6 +18,7 @@ import argparse
 import cv2
 import numpy as np
 import torch
+from _shared import shared_dir
 from mask_bench import mosaic_frame, read_frames, textured_frame
 
 from sparse_yolo.config import MaskConfig
@@ -25,7 +26,6 @@ from sparse_yolo.detector import Detector
 from sparse_yolo.masks import cell_grid, postprocess
 from sparse_yolo.masks.measure import centres_covered
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.scenes import shared_dir
 
 CELL = 16
 
@@ -66,7 +66,10 @@ def main() -> None:
     data = shared_dir() / "data"
     frames = read_frames(data) + [mosaic_frame(0), textured_frame(data, 0)]
     dense = Detector(load_model(shared_dir() / "weights" / "yolov8n.pt"), mask="all", device="cpu")
-    refs = [dense.predict_array(f.image, None if f.valid.all() else f.valid).boxes for f in frames]
+    refs = [
+        dense.predict_array(f.image, None if f.valid.all() else f.valid).detections.boxes
+        for f in frames
+    ]
     scores = [rx_scores(descriptors(f.image, args.colour)) for f in frames]
     for t in args.thresholds:
         print(f"threshold {t}: frame, cells marked, labels covered, dense detections covered")
