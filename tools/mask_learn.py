@@ -15,7 +15,7 @@ net to -o (use it with ``sparse-yolo detect --mask learned:PATH``).
 
 Usage:
   flock /tmp/sparse-yolo-bench.lock env PYTHONPATH=$PWD python tools/mask_learn.py \\
-      [--steps 600] [--synthetic 96] [-o masknet.pt]
+      [--steps 600] [--synthetic 96] [--threshold P] [-o masknet.pt]
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def main() -> None:
     ap.add_argument("--synthetic", type=int, default=96, help="synthetic 512 px frames")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--target", type=float, default=0.97, help="calibrated recall")
+    ap.add_argument(
+        "--threshold", type=float, help="store this cell probability instead of calibrating"
+    )
     ap.add_argument("--cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("-o", "--output", type=Path, default=Path("masknet.pt"))
@@ -115,8 +118,12 @@ def main() -> None:
     train = synthetic_frames(textures, crops, args.synthetic, seed=0) + labelled
     t0 = time.perf_counter()
     net = fit_mask_net(train, steps=args.steps, seed=0)
-    calib = synthetic_frames(textures, crops, 32, seed=1)
-    thr = calibrate_threshold(net, calib, MaskConfig(cell=args.cell), target=args.target)
+    if args.threshold is None:
+        calib = synthetic_frames(textures, crops, 32, seed=1)
+        thr = calibrate_threshold(net, calib, MaskConfig(cell=args.cell), target=args.target)
+    else:
+        thr = args.threshold
+        net.threshold.fill_(thr)
     print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s; threshold {thr:.3f}")
     save_mask_net(net, args.output, objects=args.objects, textures=args.textures)
     evaluate(net, unseen, references(unseen, args.weights), args.cell)
