@@ -42,7 +42,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"{'frame':<7} {'backend':<8} " + " ".join(f"{s:>9}" for s in STAGES) + "   (ms)")
     for name in args.scenes:
-        image = (sparse_scene if name == "sparse" else urban_scene)(args.seed, data_dir=shared_dir())[0]
+        image = (sparse_scene if name == "sparse" else urban_scene)(
+            args.seed, data_dir=shared_dir()
+        )[0]
         for backend in args.backends:
             det = Detector(args.weights, backend, args.mask, device=args.device, half=args.half)
             for _ in range(2):

@@ -1,6 +1,7 @@
 """Ground-truth labels for one image, mapped onto the detector's COCO-80 class ids.
 
-Four formats are read: COCO instances JSON, YOLO txt, VisDrone-DET txt and DOTA txt. Every
+Five formats are read: COCO instances JSON, YOLO txt, VisDrone-DET txt, DOTA txt and
+DeepForest CSV (trees, class ``NOT_COCO``). Every
 format ends up as a :class:`GroundTruth` in image pixels (xyxy) with class ids as used by
 Ultralytics' COCO models, plus ignore regions where the dataset marks them.
 
@@ -315,12 +316,31 @@ def _parse_coco(
     return out.result(names)
 
 
+DEEPFOREST_HEADER = "image_path,xmin,ymin,xmax,ymax,label"
+NOT_COCO = -1  # class id of objects outside COCO-80 (DeepForest's trees)
+
+
+def _parse_deepforest(path: Path, text: str, image_size: tuple[int, int] | None) -> GroundTruth:
+    """DeepForest CSV: a header, then ``image_path,xmin,ymin,xmax,ymax,label`` in pixels."""
+    out = _Collector()
+    for lineno, line in _content_lines(text)[1:]:
+        tokens = [t.strip() for t in line.split(",")]
+        if len(tokens) != 6:
+            raise SparseYoloError(
+                f"line {lineno}: expected '{DEEPFOREST_HEADER}', got {len(tokens)} values", path
+            )
+        x0, y0, x1, y1 = _numbers(tokens[1:5], path, lineno)
+        out.add([x0, y0, x1, y1], NOT_COCO)
+    return out.result({NOT_COCO: "tree"})
+
+
 _Parser = Callable[[Path, str, tuple[int, int] | None], GroundTruth]
 LABEL_FORMATS: dict[str, _Parser] = {
     "coco": _parse_coco,
     "yolo": _parse_yolo,
     "visdrone": _parse_visdrone,
     "dota": _parse_dota,
+    "deepforest": _parse_deepforest,
 }
 
 
@@ -340,6 +360,8 @@ def detect_format(path: Path, text: str) -> str:
     if not lines:
         return "yolo"  # nothing to parse; any text format gives an empty result
     lineno, first = lines[0]
+    if first.replace(" ", "").lower().startswith(DEEPFOREST_HEADER):
+        return "deepforest"
     tokens = first.split()
     if first.lower().startswith(_DOTA_HEADERS) or (
         len(tokens) in (9, 10) and tokens[8] in DOTA_TO_COCO
