@@ -19,7 +19,10 @@ from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.types import Detections
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sparse_yolo.pipeline import SourceRun
+    from sparse_yolo.video.stream import FrameResult
 
 
 @dataclass
@@ -111,6 +114,23 @@ class Detector:
         d = run.result.detections
         name = Path(str(source)).name
         return Result(d.boxes, d.scores, d.classes, self.names, run.stats, run.mask, name, run)
+
+    def stream(self, source: str | Path, **video: Any) -> Iterator[FrameResult]:
+        """Detect objects in every frame of a video file, stream URL or folder of frames.
+
+        Args:
+            source: a clip (any container OpenCV/FFmpeg reads), ``rtsp://``/``http://`` URL,
+                or folder / glob of images taken in name order.
+            **video: :class:`~sparse_yolo.video.config.VideoConfig` fields, e.g.
+                ``track="bytetrack"``, ``refresh=50``, ``masks="motion+gradient"``.
+
+        Yields:
+            Per-frame results carrying ``frame_index`` and ``timestamp_s``.
+        """
+        from sparse_yolo.video.config import VideoConfig  # noqa: PLC0415
+        from sparse_yolo.video.stream import stream  # noqa: PLC0415
+
+        yield from stream(self, source, VideoConfig(**video))
 
     def predict_array(
         self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"

@@ -75,6 +75,17 @@ class SparseEngine:
             self.model.half()
         self.model.set_lean_inference(True)
         self.cfg = cfg
+        self._last_plan: tuple[bytes, np.ndarray, ActivePyramid] | None = None
+
+    def plan(self, cells: np.ndarray, cell: int) -> tuple[np.ndarray, ActivePyramid]:
+        """Windows and active pyramid of a cell mask; the last ones are reused while the
+        active set is unchanged (consecutive video frames), with their neighbour tables."""
+        key = cells.tobytes() + bytes(str((cells.shape, cell)), "ascii")
+        if self._last_plan is None or self._last_plan[0] != key:
+            windows = plan_windows(cells, cell, self.cfg.window)
+            pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), cell)
+            self._last_plan = (key, windows, pyramid)
+        return self._last_plan[1], self._last_plan[2]
 
     def backend_for(self, active_fraction: float) -> SparseBackend:
         """The configured backend; ``auto`` goes dense when most cells are active."""
@@ -113,7 +124,7 @@ class SparseEngine:
         cells = mask.cells
         backend = self.backend_for(mask.active_fraction)
         with timer.stage("plan"):
-            windows = plan_windows(cells, mask.cell, self.cfg.window)
+            windows, pyramid = self.plan(cells, mask.cell)
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
         grid = grid_hw[0] * grid_hw[1]
         covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
@@ -123,14 +134,13 @@ class SparseEngine:
             # the frame anyway: compute every cell (exactly the dense network, better recall).
             cells = np.ones_like(cells)
             with timer.stage("plan"):
-                windows = plan_windows(cells, mask.cell, self.cfg.window)
+                windows, pyramid = self.plan(cells, mask.cell)
             covered = 1.0
             info["active_fraction"] = 1.0
         info.update(n_windows=len(windows), window_fraction=covered)
         if not len(windows):
             return torch.zeros((0, 6)), info
         with timer.stage("stem"):
-            pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), mask.cell)
             img = self.upload(image) if frame is None else frame
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):
