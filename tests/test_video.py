@@ -126,18 +126,19 @@ def test_cli_writes_jsonl_mot_and_video(clip, tmp_path):
 
 @pytest.mark.shared
 def test_real_clip_finds_dense_detections(shared):
-    """The indoor clip's first frames (a person walks in): >= 95% of dense detections."""
+    """The indoor clip's first 100 frames, a person walking in from frame ~57: the default
+    video settings find >= 95% of the dense detections (dense run on every 3rd frame)."""
     src = shared / "data" / "video" / "one-by-one-person-detection.mp4"
     detector = Detector(shared / "weights" / "yolov8n.pt", device="cpu")
     ref = Detector(detector.model, device="cpu", mask="all")
-    frames = 80
-    video = list(itertools.islice(stream(detector, src), frames))
     matched = total = 0
-    for r, frame in zip(video, itertools.islice(VideoReader(src), frames), strict=True):
-        d = ref.predict_array(frame.image)
+    for r in itertools.islice(stream(detector, src), 100):
+        if r.frame_index < 54 or r.frame_index % 3:
+            continue
+        d = ref.predict_array(r.image)
         total += len(d)
         for box, cls in zip(d.boxes, d.classes, strict=True):
             same = r.detections.boxes[r.detections.classes == cls]
             matched += found(same, box) >= 0
-    assert total >= 20  # the person is in view for part of the window
+    assert total >= 15  # the person is in view
     assert matched / total >= 0.95

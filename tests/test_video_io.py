@@ -75,9 +75,9 @@ def test_video_sources_are_recognised():
 
 def test_refresh_and_persistence_rule():
     masks = FrameMasks(MaskConfig(), VideoConfig(warmup=2, refresh=3, persist_frames=2))
-    assert [masks.is_full(i) for i in range(9)] == [1, 1, 1, 0, 0, 1, 0, 0, 1]
+    assert [masks.is_full(i) for i in range(9)] == [1, 1, 0, 1, 0, 0, 1, 0, 0]
     still = _frames(1)[0]  # no object moves: after warm-up only persistence marks cells
-    for _ in range(3):
+    for _ in range(4):  # frames 0-3, of which 0, 1 and 3 full
         masks(still)
     boxes = np.array([[40.0, 40.0, 56.0, 56.0]], np.float32)
     kept = box_cells(boxes, (8, 10), 16, VideoConfig().persist_margin)
@@ -162,3 +162,20 @@ def test_folder_with_a_bad_frame_mid_way(tiny_weights, tmp_path):
 def test_reader_errors_are_sparse_yolo_errors(tmp_path):
     with pytest.raises(SparseYoloError, match="no image frames found"):
         VideoReader(str(tmp_path / "*.png"))
+
+
+def test_engine_reuses_plan_while_active_set_unchanged(tiny):
+    from conftest import blob_cells  # noqa: PLC0415
+
+    from sparse_yolo.config import DetectorConfig  # noqa: PLC0415
+    from sparse_yolo.engine import SparseEngine  # noqa: PLC0415
+
+    engine = SparseEngine(tiny, DetectorConfig())
+    cells = blob_cells((8, 10), 0.2)
+    windows, pyramid = engine.plan(cells, 16)
+    pyramid.level(8).neighbours()  # tables built by the first frame's stem
+    again, same = engine.plan(cells.copy(), 16)
+    assert same is pyramid and again is windows and "subm" in same.level(8)._tables
+    moved = np.roll(cells, 1, axis=1)
+    _, other = engine.plan(moved, 16)
+    assert other is not pyramid and np.array_equal(other.cells.numpy(), moved)

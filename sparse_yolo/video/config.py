@@ -14,8 +14,8 @@ class VideoConfig:
 
     A frame's mask is the union of (see :mod:`sparse_yolo.video.motion`):
 
-    * on warm-up frames (the first ``warmup``) and every ``refresh``-th frame after them,
-      the full-frame ``base`` mask; on the other frames the masks named in ``masks``,
+    * on warm-up frames (the first ``warmup``) and every ``refresh``-th frame (frame
+      indices that are multiples of it), the full-frame ``base`` mask; on the other frames the masks named in ``masks``,
       joined by ``+`` (``motion+gradient`` is the union of both);
     * persistence: the cells of the detections of the last ``persist_frames`` frames
       scoring at least ``persist_conf``, grown by ``persist_margin`` cells, so an object
@@ -25,8 +25,9 @@ class VideoConfig:
         masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
             mask (``gradient``, ``all``, ...).
         base: full-frame mask of warm-up and refresh frames (``gradient``, ``all``, ...).
-        warmup: frames at the start that run ``base`` while the background model learns.
-        refresh: run ``base`` every this many frames after warm-up; 0 never.
+        warmup: frames at the start that run ``base`` while the background model learns
+            (its first frame marks every cell as moving, so frame 0 computes them all).
+        refresh: run ``base`` on every frame whose index is a multiple of this; 0 never.
         persist_conf: detections at or above this score keep their cells active next frame
             (below the output threshold, so a flickering score does not drop an object).
         persist_margin: cells added around a persisted box (objects move between frames,
@@ -45,7 +46,7 @@ class VideoConfig:
 
     masks: str = "motion"
     base: str = "gradient"
-    warmup: int = 5
+    warmup: int = 1
     refresh: int = 100
     persist_conf: float = 0.1
     persist_margin: int = 2

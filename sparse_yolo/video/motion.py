@@ -128,7 +128,7 @@ class FrameMasks:
     def is_full(self, index: int) -> bool:
         """Whether the ``index``-th frame fed (0-based) runs the full-frame base mask."""
         v = self.video
-        return index < v.warmup or (v.refresh > 0 and (index - v.warmup) % v.refresh == 0)
+        return index < v.warmup or (v.refresh > 0 and index % v.refresh == 0)
 
     def __call__(self, image: np.ndarray) -> tuple[MaskResult, bool]:
         """Mask of the next frame (H, W, 3) uint8 BGR; True when it was a full frame.
