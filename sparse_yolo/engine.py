@@ -22,6 +22,7 @@ from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
 from sparse_yolo.sparse.stem import flat_response, run_stem
+from sparse_yolo.types import EngineRun
 
 # Above this active fraction the gather kernel loses to dense convolution plus masks on CPU.
 # Measured on a 4K frame, 2 threads, blob masks: gather 131/219/316/446/867 ms against dense
@@ -106,7 +107,7 @@ class SparseEngine:
         timer: Timer,
         valid: np.ndarray | None = None,
         frame: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, EngineRun]:
         """Detect objects in the active cells of one image.
 
         Args:
@@ -119,27 +120,24 @@ class SparseEngine:
 
         Returns:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
-            and facts about the run (backend, windows).
+            and the cells and windows the engine actually used.
         """
         cells = mask.cells
         backend = self.backend_for(mask.active_fraction)
         with timer.stage("plan"):
             windows, pyramid = self.plan(cells, mask.cell)
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
-        grid = grid_hw[0] * grid_hw[1]
-        covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
-        info = {"backend": backend.name, "fill": self.cfg.window.fill}
-        if self.cfg.backend == "auto" and backend.name == "dense" and covered >= ALL_WINDOWS:
-            # The masked dense stem costs more than the cells it skips, and the windows span
-            # the frame anyway: compute every cell (exactly the dense network, better recall).
+        run = EngineRun(backend.name, self.cfg.window.fill, cells, mask.cell, windows)
+        auto_dense = self.cfg.backend == "auto" and backend.name == "dense"
+        if auto_dense and run.window_fraction >= ALL_WINDOWS:
+            # The masked dense stem costs more than the cells it skips, and the windows
+            # span the frame anyway: compute every cell (exactly the dense network).
             cells = np.ones_like(cells)
             with timer.stage("plan"):
                 windows, pyramid = self.plan(cells, mask.cell)
-            covered = 1.0
-            info["active_fraction"] = 1.0
-        info.update(n_windows=len(windows), window_fraction=covered)
+            run = EngineRun(backend.name, run.fill, cells, mask.cell, windows)
         if not len(windows):
-            return torch.zeros((0, 6)), info
+            return torch.zeros((0, 6)), run
         with timer.stage("stem"):
             img = self.upload(image) if frame is None else frame
             feats = run_stem(self.model.stem, backend, img, pyramid)
@@ -155,7 +153,7 @@ class SparseEngine:
                 dets.append(window_nms(cand, boxes, self.cfg.post))
         with timer.stage("merge"):
             out = merge_windows(torch.cat(dets), image.shape[:2], self.cfg.post)
-        return out, info
+        return out, run
 
     def _fill(
         self,

@@ -22,7 +22,7 @@ WARMUP = VideoConfig().warmup
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from conftest import SHARED, SHARED_WEIGHTS  # noqa: PLC0415
+    from helpers import SHARED, SHARED_WEIGHTS  # noqa: PLC0415
 
     if not SHARED_WEIGHTS.is_file():
         pytest.skip("../shared (real weights and imagery) is absent")
@@ -31,7 +31,7 @@ def clip(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def yolo(clip):
-    from conftest import SHARED_WEIGHTS  # noqa: PLC0415
+    from helpers import SHARED_WEIGHTS  # noqa: PLC0415
 
     return Detector(SHARED_WEIGHTS, device="cpu")
 
@@ -97,7 +97,7 @@ def test_detector_stream_carries_index_and_time(clip, yolo):
 
 
 def test_cli_writes_jsonl_mot_and_video(clip, tmp_path):
-    from conftest import SHARED_WEIGHTS  # noqa: PLC0415
+    from helpers import SHARED_WEIGHTS  # noqa: PLC0415
 
     args = ["detect", str(clip.path), "--weights", str(SHARED_WEIGHTS), "--device", "cpu"]
     args += ["--track", "bytetrack", "--refresh", "10"]

@@ -165,7 +165,7 @@ def test_reader_errors_are_sparse_yolo_errors(tmp_path):
 
 
 def test_engine_reuses_plan_while_active_set_unchanged(tiny):
-    from conftest import blob_cells  # noqa: PLC0415
+    from helpers import blob_cells  # noqa: PLC0415
 
     from sparse_yolo.config import DetectorConfig  # noqa: PLC0415
     from sparse_yolo.engine import SparseEngine  # noqa: PLC0415

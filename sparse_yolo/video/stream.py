@@ -39,7 +39,9 @@ class FrameResult:
         timestamp_s: seconds from the start of the source.
         detections: boxes (N, 4) xyxy in frame pixels, scores, class ids and names.
         track_ids: (N,) int64 track ids (-1: not yet confirmed), or None without tracking.
-        mask: the cells computed for this frame.
+        mask: the cells the frame's mask marked.
+        active_fraction: share of cells the stem computed (the engine may compute every
+            cell when the mask's windows span the frame anyway).
         full: whether it ran the full-frame base mask (warm-up or refresh).
         seconds: seconds per stage (decode wait, mask, engine stages, track).
         image: the frame, (H, W, 3) uint8 BGR (for drawing).
@@ -50,13 +52,10 @@ class FrameResult:
     detections: Detections
     track_ids: np.ndarray | None
     mask: MaskResult
+    active_fraction: float
     full: bool
     seconds: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def active_fraction(self) -> float:
-        return self.mask.active_fraction
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -97,7 +96,7 @@ def stream(
         t0 = time.perf_counter()
         with timer.stage("mask"):
             mask, full = masks(frame.image)
-        dets, _ = engine.run(frame.image, mask, timer)
+        dets, run = engine.run(frame.image, mask, timer)
         d = dets.numpy()
         masks.update(d[:, :4], d[:, 4])
         d = d[d[:, 4] >= conf]
@@ -108,7 +107,15 @@ def stream(
         timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
         found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
         yield FrameResult(
-            frame.index, frame.timestamp_s, found, ids, mask, full, timer.seconds, frame.image
+            frame.index,
+            frame.timestamp_s,
+            found,
+            ids,
+            mask,
+            run.active_fraction,
+            full,
+            timer.seconds,
+            frame.image,
         )
 
 
