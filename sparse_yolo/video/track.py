@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.video.config import TRACKERS
 
 
@@ -21,7 +22,10 @@ class Tracker:
     def __init__(self, name: str) -> None:
         if name not in TRACKERS:
             raise ValueError(f"unknown tracker {name!r}; known: {', '.join(TRACKERS)}")
-        from ultralytics.trackers.track import TRACKER_MAP  # noqa: PLC0415 - imports lap
+        try:
+            from ultralytics.trackers.track import TRACKER_MAP  # noqa: PLC0415 - imports lap
+        except ModuleNotFoundError as exc:
+            raise SparseYoloError(f"tracking needs {exc.name} (pip install lap)") from exc
         from ultralytics.utils import ROOT, YAML, IterableSimpleNamespace  # noqa: PLC0415
 
         args = IterableSimpleNamespace(**YAML.load(ROOT / "cfg" / "trackers" / f"{name}.yaml"))
