@@ -107,8 +107,6 @@ def test_cli_bad_inputs_one_line_each(tiny_weights, tmp_path):
     empty.mkdir()
     res = _detect(tiny_weights, empty, "--frames", "-o", tmp_path / "out.jsonl")
     assert res.exit_code == 1 and "no image frames found" in res.output
-    res = _detect(tiny_weights, notes, "-o", tmp_path / "out.geojson")
-    assert res.exit_code == 1 and "not a video" in res.output
 
 
 def test_cli_bad_output_suffix(tiny_weights, clip, tmp_path):

@@ -71,15 +71,17 @@ def run_video(source: str, output: Path | None, stats_path: Path | None, opts: d
 
     from sparse_yolo.video.reader import VideoReader  # noqa: PLC0415
     from sparse_yolo.video.stream import StreamStats, stream  # noqa: PLC0415
-    from sparse_yolo.video.writers import VideoWriter, open_writer  # noqa: PLC0415
+    from sparse_yolo.video.writers import VideoWriter, open_writer, writer_for  # noqa: PLC0415
 
     video = video_config(opts)
     output = output or _default_output(source)
-    detector = build_detector(opts)
+    writer_for(output)  # a bad suffix fails before anything is opened
     reader = VideoReader(source, video.fps)
-    writers = [open_writer(output)]
+    writers: list = []
     stats = StreamStats()
     try:
+        detector = build_detector(opts)
+        writers.append(open_writer(output))
         if opts.get("save_video"):
             writers.append(VideoWriter(opts["save_video"], reader.fps, reader.size))
         with tqdm(total=len(reader) or None, unit="frame", desc="detect") as bar:
@@ -89,11 +91,14 @@ def run_video(source: str, output: Path | None, stats_path: Path | None, opts: d
                 stats.add(r)
                 bar.update()
     finally:
+        reader.close()
         for w in writers:
             w.close()
-        if stats_path:
-            write_json(stats_path, stats.as_dict())
-        click.echo(f"{stats.frames} frames, {stats.detections} detections -> {output}", err=True)
+        if writers:
+            if stats_path:
+                write_json(stats_path, stats.as_dict())
+            n = f"{stats.frames} frames, {stats.detections} detections"
+            click.echo(f"{n} -> {output}", err=True)
 
 
 def _default_output(source: str) -> Path:

@@ -91,8 +91,8 @@ class MotWriter(FrameWriter):
 WRITERS: dict[str, type[FrameWriter]] = {w.suffix: w for w in (JsonLinesWriter, MotWriter)}
 
 
-def open_writer(path: str | Path) -> FrameWriter:
-    """The writer for ``path``'s suffix (``.jsonl`` or ``.txt``).
+def writer_for(path: str | Path) -> type[FrameWriter]:
+    """The writer class for ``path``'s suffix (``.jsonl`` or ``.txt``).
 
     Raises:
         SparseYoloError: unknown suffix (the message lists the known ones).
@@ -100,7 +100,12 @@ def open_writer(path: str | Path) -> FrameWriter:
     suffix = Path(path).suffix.lower()
     if suffix not in WRITERS:
         raise SparseYoloError(f"video output must end in {' or '.join(WRITERS)}", path)
-    return WRITERS[suffix](path)
+    return WRITERS[suffix]
+
+
+def open_writer(path: str | Path) -> FrameWriter:
+    """Open the writer for ``path``'s suffix (see :func:`writer_for`)."""
+    return writer_for(path)(path)
 
 
 class VideoWriter:
