@@ -36,8 +36,9 @@ class MotionMask(CellMask):
 
     Stateful: each call feeds one frame to the background model, so one instance serves
     one stream, frames in order. The model runs on a copy downscaled to a long side of
-    ``motion_size`` pixels; a 3x3 opening removes single-pixel flicker before the shares
-    are averaged into cells.
+    ``motion_size`` pixels, rescaled to the first frame's median grey level (auto-exposure
+    changes are global, not motion); a 3x3 opening removes single-pixel flicker before the
+    shares are averaged into cells.
 
     Args:
         cfg: cell size, de-speck and budget settings (shared with every mask).
@@ -54,6 +55,7 @@ class MotionMask(CellMask):
             self.model = cv2.createBackgroundSubtractorKNN(detectShadows=False)
         else:
             self.model = cv2.createBackgroundSubtractorMOG2(detectShadows=False)
+        self.level = 0.0  # median grey of the first frame
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 BGR frame -> (Hc, Wc) float32 foreground share per cell."""
@@ -64,6 +66,12 @@ class MotionMask(CellMask):
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        # Cameras re-expose as people pass: scale each frame to the first frame's median
+        # grey level, so a global brightness change is not taken for motion everywhere.
+        level = float(np.median(cv2.cvtColor(small[::2, ::2], cv2.COLOR_BGR2GRAY)))
+        self.level = self.level or max(level, 1.0)
+        if abs(level - self.level) > 1.0:
+            small = cv2.convertScaleAbs(small, alpha=self.level / max(level, 1.0))
         fg = self.model.apply(small)
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         # Foreground share over the padded cell grid: the padding (beyond the frame) is 0.
