@@ -71,7 +71,7 @@ def test_moving_object_covered_and_detected_like_dense(clip, tracked, dense):
         if found(ref.boxes, truth) >= 0:  # what dense finds, the video path finds
             assert found(r.detections.boxes, truth) >= 0, r.frame_index
     # Sparse after warm-up: the frame is small, so margins weigh; at 4K it is a few %.
-    assert np.mean([r.active_fraction for r in tracked[WARMUP:]]) < 0.7
+    assert np.mean([r.mask.active_fraction for r in tracked[WARMUP:]]) < 0.7
 
 
 def test_track_ids_stable(clip, tracked):
