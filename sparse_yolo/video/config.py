@@ -28,8 +28,9 @@ class VideoConfig:
         warmup: frames at the start that run ``base`` while the background model learns
             (its first frame marks every cell as moving, so frame 0 computes them all).
         refresh: run ``base`` on every frame whose index is a multiple of this; 0 never.
-        persist_conf: detections at or above this score keep their cells active next frame
-            (below the output threshold, so a flickering score does not drop an object).
+        persist_conf: detections at or above this score keep their cells active (the
+            output threshold by default; a lower one lets a flickering score keep its
+            object, but on cluttered frames weak boxes grow the mask frame after frame).
         persist_margin: cells added around a persisted box (objects move between frames,
             and the detector needs some real context around an object).
         persist_frames: a detection keeps its cells active for this many frames.
@@ -48,7 +49,7 @@ class VideoConfig:
     base: str = "gradient"
     warmup: int = 1
     refresh: int = 100
-    persist_conf: float = 0.1
+    persist_conf: float = 0.25
     persist_margin: int = 2
     persist_frames: int = 5
     subtractor: str = "mog2"
