@@ -7,7 +7,7 @@ to :class:`sparse_yolo.pipeline.Pipeline`, which knows the stage order.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,11 @@ from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.pipeline import Pipeline
 from sparse_yolo.types import Result
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sparse_yolo.video.stream import FrameResult
 
 __all__ = ["Detector", "Result"]
 
@@ -84,6 +89,23 @@ class Detector:
         if isinstance(source, np.ndarray):
             return self.pipeline.run_array(source)
         return self.pipeline.run_path(source, progress)
+
+    def stream(self, source: str | Path, **video: Any) -> Iterator[FrameResult]:
+        """Detect objects in every frame of a video file, stream URL or folder of frames.
+
+        Args:
+            source: a clip (any container OpenCV/FFmpeg reads), ``rtsp://``/``http://`` URL,
+                or folder / glob of images taken in name order.
+            **video: :class:`~sparse_yolo.video.config.VideoConfig` fields, e.g.
+                ``track="bytetrack"``, ``refresh=50``, ``masks="motion+gradient"``.
+
+        Yields:
+            Per-frame results carrying ``frame_index`` and ``timestamp_s``.
+        """
+        from sparse_yolo.video.config import VideoConfig  # noqa: PLC0415
+        from sparse_yolo.video.stream import stream  # noqa: PLC0415
+
+        yield from stream(self, source, VideoConfig(**video))
 
     def predict_array(
         self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"

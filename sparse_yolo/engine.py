@@ -76,6 +76,17 @@ class SparseEngine:
             self.model.half()
         self.model.set_lean_inference(True)
         self.cfg = cfg
+        self._last_plan: tuple[bytes, np.ndarray, ActivePyramid] | None = None
+
+    def plan(self, cells: np.ndarray, cell: int) -> tuple[np.ndarray, ActivePyramid]:
+        """Windows and active pyramid of a cell mask; the last ones are reused while the
+        active set is unchanged (consecutive video frames), with their neighbour tables."""
+        key = cells.tobytes() + bytes(str((cells.shape, cell)), "ascii")
+        if self._last_plan is None or self._last_plan[0] != key:
+            windows = plan_windows(cells, cell, self.cfg.window)
+            pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), cell)
+            self._last_plan = (key, windows, pyramid)
+        return self._last_plan[1], self._last_plan[2]
 
     def backend_for(self, active_fraction: float) -> SparseBackend:
         """The configured backend; ``auto`` goes dense when most cells are active."""
@@ -114,7 +125,7 @@ class SparseEngine:
         cells = mask.cells
         backend = self.backend_for(mask.active_fraction)
         with timer.stage("plan"):
-            windows = plan_windows(cells, mask.cell, self.cfg.window)
+            windows, pyramid = self.plan(cells, mask.cell)
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
         run = EngineRun(backend.name, self.cfg.window.fill, cells, mask.cell, windows)
         auto_dense = self.cfg.backend == "auto" and backend.name == "dense"
@@ -123,12 +134,11 @@ class SparseEngine:
             # span the frame anyway: compute every cell (exactly the dense network).
             cells = np.ones_like(cells)
             with timer.stage("plan"):
-                windows = plan_windows(cells, mask.cell, self.cfg.window)
+                windows, pyramid = self.plan(cells, mask.cell)
             run = EngineRun(backend.name, run.fill, cells, mask.cell, windows)
         if not len(windows):
             return torch.zeros((0, 6)), run
         with timer.stage("stem"):
-            pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), mask.cell)
             img = self.upload(image) if frame is None else frame
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):

@@ -9,17 +9,19 @@ import click
 import numpy as np
 
 from sparse_yolo.commands.options import build_detector, model_options, tiling_options, write_json
+from sparse_yolo.commands.video import run_video, video_options
 from sparse_yolo.errors import SparseYoloError
 
 
 @click.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, required=True)
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Detections; format by suffix: .geojson (default), .json (COCO results), .csv. "
-    "Default: <first source>.geojson beside it.",
+    help="Detections; format by suffix: .geojson (default), .json (COCO results), .csv; "
+    "for a video .jsonl (default, one line per frame) or .txt (MOTChallenge). "
+    "Default: <first source>.geojson (.jsonl) beside it.",
 )
 @model_options
 @tiling_options
@@ -37,22 +39,36 @@ from sparse_yolo.errors import SparseYoloError
     "--stats",
     "stats_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="JSON of stage timings and mask facts.",
+    help="JSON of stage timings and mask facts (video: totals and mean share of cells).",
 )
+@video_options
 def detect(
-    sources: tuple[Path, ...], output: Path | None, preview, save_mask, stats_path, **opts: Any
+    sources: tuple[str, ...], output: Path | None, preview, save_mask, stats_path, **opts: Any
 ) -> None:
     """Detect objects in images or rasters of any size at full resolution.
 
     SOURCES are JPEG/PNG frames or GeoTIFFs (any dtype, 1/3/4 bands, with or without a
-    CRS). Big rasters are read tile by tile, so memory is bounded by --tile.
+    CRS). Big rasters are read tile by tile, so memory is bounded by --tile. A video
+    (.mp4, .avi, ... or an rtsp/http URL, or a folder of frames with --frames) is read
+    frame by frame: moving cells, the cells of the last frame's detections and a periodic
+    full-frame refresh are computed (see docs/video.md).
 
     \b
     Examples:
       sparse-yolo detect frame.jpg -o frame.geojson --stats stats.json
       sparse-yolo detect scene.tif --mask gradient --max-active 0.2 --preview p.png
       sparse-yolo detect a.tif b.tif -o both.csv --to-wgs84
+      sparse-yolo detect clip.mp4 -o clip.txt --track bytetrack --save-video boxes.mp4
+      sparse-yolo detect rtsp://camera/stream --refresh 50 --stats stats.json
+      sparse-yolo detect 'frames/*.jpg' --frames -o frames.jsonl
     """
+    from sparse_yolo.video.reader import is_video_source  # noqa: PLC0415
+
+    if any(is_video_source(s, opts["frames"]) for s in sources):
+        if len(sources) > 1 or preview or save_mask:
+            raise SparseYoloError("a video takes a single source, without --preview/--save-mask")
+        return run_video(sources[0], output, stats_path, opts)
+    sources = tuple(Path(s) for s in sources)
     from sparse_yolo.io.writers import write_detections, write_preview  # noqa: PLC0415
 
     if (preview or save_mask) and len(sources) > 1:

@@ -68,6 +68,7 @@ def load_roi(cfg: MaskConfig, source: ImageSource) -> Roi:
     """
     import geopandas as gpd  # noqa: PLC0415 - only when a ROI is given
     from shapely.geometry import Polygon  # noqa: PLC0415
+
     path = Path(cfg.roi)
     if source.crs is None:
         raise SparseYoloError(

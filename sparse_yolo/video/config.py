@@ -1,0 +1,76 @@
+"""Settings of the video path, validated when built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUBTRACTORS = ("mog2", "knn")
+TRACKERS = ("bytetrack", "botsort")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """How each frame's cell mask is chosen, and how frames are tracked.
+
+    A frame's mask is the union of (see :mod:`sparse_yolo.video.motion`):
+
+    * on warm-up frames (the first ``warmup``) and every ``refresh``-th frame (frame
+      indices that are multiples of it), the full-frame ``base`` mask; on the other frames the masks named in ``masks``,
+      joined by ``+`` (``motion+gradient`` is the union of both);
+    * persistence: the cells of the detections of the last ``persist_frames`` frames
+      scoring at least ``persist_conf``, grown by ``persist_margin`` cells, so an object
+      that stops moving, or never moved, stays examined.
+
+    Attributes:
+        masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
+            mask (``gradient``, ``all``, ...).
+        base: full-frame mask of warm-up and refresh frames (``gradient``, ``all``, ...).
+        warmup: frames at the start that run ``base`` while the background model learns
+            (its first frame marks every cell as moving, so frame 0 computes them all).
+        refresh: run ``base`` on every frame whose index is a multiple of this; 0 never.
+        persist_conf: detections at or above this score keep their cells active (the
+            output threshold by default; a lower one lets a flickering score keep its
+            object, but on cluttered frames weak boxes grow the mask frame after frame).
+        persist_margin: cells added around a persisted box (objects move between frames,
+            and the detector needs some real context around an object).
+        persist_frames: a detection keeps its cells active for this many frames.
+        subtractor: OpenCV background model, ``mog2`` or ``knn``.
+        motion_size: long side in pixels at which the background model runs.
+        motion_min: a cell is moving when this share of its pixels is foreground
+            (scaled by the mask's ``threshold``).
+        motion_context: cells of dilation around moving cells: the background model marks
+            the changing parts of an object, the detector needs all of it and some context.
+        track: ``bytetrack`` or ``botsort`` (Ultralytics' trackers and YAML settings), or
+            None for no tracking.
+        fps: frame rate assumed for image sequences and containers that state none.
+    """
+
+    masks: str = "motion"
+    base: str = "gradient"
+    warmup: int = 1
+    refresh: int = 100
+    persist_conf: float = 0.25
+    persist_margin: int = 2
+    persist_frames: int = 5
+    subtractor: str = "mog2"
+    motion_size: int = 640
+    motion_min: float = 0.05
+    motion_context: int = 2
+    track: str | None = None
+    fps: float = 25.0
+
+    def __post_init__(self) -> None:
+        if not self.masks or any(not n for n in self.masks.split("+")):
+            raise ValueError(f"bad video masks {self.masks!r}; e.g. motion or motion+gradient")
+        if self.warmup < 1 or self.persist_frames < 1:
+            raise ValueError("warmup and persist_frames must be >= 1")
+        if min(self.refresh, self.persist_margin, self.motion_context) < 0:
+            raise ValueError("refresh, persist_margin and motion_context must be >= 0")
+        if not 0.0 <= self.persist_conf <= 1.0 or not 0.0 < self.motion_min <= 1.0:
+            raise ValueError("persist_conf must be in [0, 1] and motion_min in (0, 1]")
+        if self.subtractor not in SUBTRACTORS:
+            raise ValueError(f"unknown subtractor {self.subtractor!r}; known: mog2, knn")
+        if self.track is not None and self.track not in TRACKERS:
+            raise ValueError(f"unknown tracker {self.track!r}; known: {', '.join(TRACKERS)}")
+        if self.motion_size < 32 or self.fps <= 0:
+            raise ValueError("motion_size must be >= 32 and fps > 0")

@@ -1,0 +1,160 @@
+"""Cell masks over time: background motion, persistence of detections, periodic refresh.
+
+A static camera's frames are mostly unchanged background. Per frame, :class:`FrameMasks`
+marks the union of
+
+* the masks of ordinary frames (``motion`` by default: OpenCV background subtraction at
+  reduced resolution, scored per cell and sent through the masks' shared post-processing
+  chain, like every still-image mask),
+* on warm-up and refresh frames, the full-frame base mask (``gradient`` by default), so
+  objects that never move are found,
+* persistence: the detections of the last few frames grown by a margin, so an object
+  found once stays examined after it stops moving, while it never moves, and through a
+  frame or two where its score dips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sparse_yolo.config import MaskConfig
+from sparse_yolo.masks import CellMask, MaskResult, cell_grid, make_mask
+from sparse_yolo.video.config import VideoConfig
+
+# A cell at least half covered by foreground is a strong peak: it survives the de-speck
+# step however small its group (a distant walker is one or two cells).
+STRONG_SHARE = 0.5
+
+
+class MotionMask(CellMask):
+    """Share of each cell's pixels that OpenCV's background model calls foreground.
+
+    Stateful: each call feeds one frame to the background model, so one instance serves
+    one stream, frames in order. The model runs on a copy downscaled to a long side of
+    ``motion_size`` pixels, rescaled to the first frame's median grey level (auto-exposure
+    changes are global, not motion); a 3x3 opening removes single-pixel flicker before the
+    shares are averaged into cells.
+
+    Args:
+        cfg: cell size, de-speck and budget settings (shared with every mask).
+        video: subtractor, working resolution, foreground share of a moving cell, and the
+            context (cells of dilation) around moving cells.
+    """
+
+    name = "motion"
+
+    def __init__(self, cfg: MaskConfig, video: VideoConfig | None = None, **context: Any):
+        self.video = video or VideoConfig()
+        super().__init__(dataclasses.replace(cfg, context=self.video.motion_context), **context)
+        if self.video.subtractor == "knn":
+            self.model = cv2.createBackgroundSubtractorKNN(detectShadows=False)
+        else:
+            self.model = cv2.createBackgroundSubtractorMOG2(detectShadows=False)
+        self.level = 0.0  # median grey of the first frame
+
+    def scores(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR frame -> (Hc, Wc) float32 foreground share per cell."""
+        h, w = image.shape[:2]
+        hc, wc = cell_grid(h, w, self.cfg.cell)
+        scale = min(1.0, self.video.motion_size / max(h, w))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        # Cameras re-expose as people pass: scale each frame to the first frame's median
+        # grey level, so a global brightness change is not taken for motion everywhere.
+        level = float(np.median(cv2.cvtColor(small[::2, ::2], cv2.COLOR_BGR2GRAY)))
+        self.level = self.level or max(level, 1.0)
+        if abs(level - self.level) > 1.0:
+            small = cv2.convertScaleAbs(small, alpha=self.level / max(level, 1.0))
+        fg = self.model.apply(small)
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        # Foreground share over the padded cell grid: the padding (beyond the frame) is 0.
+        ph, pw = round(hc * self.cfg.cell * scale), round(wc * self.cfg.cell * scale)
+        fg = cv2.copyMakeBorder(fg, 0, max(0, ph - fg.shape[0]), 0, max(0, pw - fg.shape[1]), 0)
+        share = cv2.resize(fg.astype(np.float32) / 255, (wc, hc), interpolation=cv2.INTER_AREA)
+        return share
+
+    def select(self, scores: np.ndarray) -> tuple[np.ndarray, float]:
+        return scores >= self.video.motion_min * self.cfg.threshold, STRONG_SHARE
+
+
+def box_cells(boxes: np.ndarray, shape: tuple[int, int], cell: int, margin: int) -> np.ndarray:
+    """Cells touched by boxes, grown by ``margin`` cells.
+
+    Args:
+        boxes: (N, 4) xyxy in image pixels.
+        shape: (Hc, Wc) of the cell grid.
+        cell: cell edge in pixels.
+        margin: cells added on every side.
+
+    Returns:
+        (Hc, Wc) bool.
+    """
+    out = np.zeros(shape, bool)
+    if not len(boxes):
+        return out
+    lo = np.floor(boxes[:, :2] / cell).astype(np.int64) - margin
+    hi = np.floor(np.maximum(boxes[:, 2:] - 1e-3, boxes[:, :2]) / cell).astype(np.int64) + margin
+    lo = np.maximum(lo, 0)
+    hi = np.minimum(hi + 1, [shape[1], shape[0]])
+    for (x0, y0), (x1, y1) in zip(lo, hi, strict=True):
+        out[y0:y1, x0:x1] = True
+    return out
+
+
+class FrameMasks:
+    """The per-frame mask of one stream (see the module docstring for the rule).
+
+    Args:
+        cfg: the detector's mask settings (cell size, context, budget, ...).
+        video: warm-up, refresh, mask names and persistence settings.
+        **context: passed to still-image masks (e.g. ``detector=`` for ``coarse``).
+
+    Raises:
+        ValueError: an unknown mask name (the message lists the known ones).
+    """
+
+    def __init__(self, cfg: MaskConfig, video: VideoConfig, **context: Any) -> None:
+        self.cfg = cfg
+        self.video = video
+        self.masks = [self._make(name, context) for name in video.masks.split("+")]
+        self.base = self._make(video.base, context)
+        self.frames = 0
+        self.persist: deque[np.ndarray] = deque(maxlen=video.persist_frames)  # (N, 4) xyxy each
+
+    def _make(self, name: str, context: dict[str, Any]) -> CellMask:
+        if name == MotionMask.name:
+            return MotionMask(self.cfg, self.video, **context)
+        return make_mask(dataclasses.replace(self.cfg, name=name), **context)
+
+    def is_full(self, index: int) -> bool:
+        """Whether the ``index``-th frame fed (0-based) runs the full-frame base mask."""
+        v = self.video
+        return index < v.warmup or (v.refresh > 0 and index % v.refresh == 0)
+
+    def __call__(self, image: np.ndarray) -> tuple[MaskResult, bool]:
+        """Mask of the next frame (H, W, 3) uint8 BGR; True when it was a full frame.
+
+        Every mask sees every frame, so background models keep learning on full frames.
+        """
+        full = self.is_full(self.frames)
+        self.frames += 1
+        parts = [m(image) for m in self.masks]
+        if full:
+            parts.append(self.base(image))
+        cells = np.logical_or.reduce([p.cells for p in parts])
+        scores = np.maximum.reduce([p.scores for p in parts])
+        if self.persist:
+            boxes = np.concatenate(list(self.persist))
+            cells |= box_cells(boxes, cells.shape, self.cfg.cell, self.video.persist_margin)
+        return MaskResult(cells, scores, self.cfg.cell), full
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray) -> None:
+        """Detections of the frame just masked: (N, 4) xyxy pixels and (N,) scores."""
+        self.persist.append(boxes[scores >= self.video.persist_conf])

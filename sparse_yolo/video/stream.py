@@ -1,0 +1,158 @@
+"""The per-frame loop: frame -> mask (motion, persistence, refresh) -> engine -> tracker.
+
+:func:`stream` is the one place that knows the order of the video stages; read it
+top-down. Frames come decoded from a background thread (:mod:`.reader`), the mask of each
+frame from :class:`~sparse_yolo.video.motion.FrameMasks`, detections from the detector's
+engine (which reuses its window plan and neighbour tables while the active set is
+unchanged), and track ids from :class:`~sparse_yolo.video.track.Tracker`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.masks import MaskResult
+from sparse_yolo.types import Detections
+from sparse_yolo.video.config import VideoConfig
+from sparse_yolo.video.motion import FrameMasks
+from sparse_yolo.video.reader import Frame, VideoReader
+from sparse_yolo.video.track import Tracker
+
+if TYPE_CHECKING:
+    from sparse_yolo.detector import Detector
+
+
+@dataclass
+class FrameResult:
+    """Detections of one video frame.
+
+    Attributes:
+        frame_index: 0-based position in the source.
+        timestamp_s: seconds from the start of the source.
+        detections: boxes (N, 4) xyxy in frame pixels, scores, class ids and names.
+        track_ids: (N,) int64 track ids (-1: not yet confirmed), or None without tracking.
+        mask: the cells the frame's mask marked.
+        active_fraction: share of cells the stem computed (the engine may compute every
+            cell when the mask's windows span the frame anyway).
+        full: whether it ran the full-frame base mask (warm-up or refresh).
+        seconds: seconds per stage (decode wait, mask, engine stages, track).
+        image: the frame, (H, W, 3) uint8 BGR (for drawing).
+    """
+
+    frame_index: int
+    timestamp_s: float
+    detections: Detections
+    track_ids: np.ndarray | None
+    mask: MaskResult
+    active_fraction: float
+    full: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+    image: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.detections)
+
+
+def stream(
+    detector: Detector, source: str | Path | Iterable[Frame], video: VideoConfig | None = None
+) -> Iterator[FrameResult]:
+    """Detect (and track) objects in every frame of a video, stream or image sequence.
+
+    Args:
+        detector: the model and its settings; its mask settings (cell, context, budget)
+            shape the per-frame masks, its ``post.conf`` filters the output.
+        source: a video file, stream URL, folder or glob of frames, or frames in order
+            (an open :class:`VideoReader`, or any iterable of :class:`Frame`).
+        video: masks over time and tracking (defaults: motion, gradient warm-up/refresh).
+
+    Yields:
+        One :class:`FrameResult` per frame, in order.
+
+    Raises:
+        SparseYoloError: the source cannot be opened; ``StreamInterrupted`` when it ends
+            early, after the frames read so far were yielded.
+    """
+    video = video or VideoConfig()
+    reader = VideoReader(source, video.fps) if isinstance(source, str | Path) else source
+    masks = FrameMasks(detector.config.mask, video, detector=detector)
+    engine = _engine_with_conf(detector.engine, min(video.persist_conf, detector.config.post.conf))
+    tracker = Tracker(video.track) if video.track else None
+    conf = detector.config.post.conf
+    frames = iter(reader)
+    while True:
+        timer = Timer(engine.device)
+        with timer.stage("decode"):  # time spent waiting on the decoding thread
+            frame: Frame | None = next(frames, None)
+        if frame is None:
+            return
+        t0 = time.perf_counter()
+        with timer.stage("mask"):
+            mask, full = masks(frame.image)
+        dets, run = engine.run(frame.image, mask, timer)
+        d = dets.numpy()
+        masks.update(d[:, :4], d[:, 4])
+        d = d[d[:, 4] >= conf]
+        ids = None
+        if tracker is not None:
+            with timer.stage("track"):
+                ids = tracker.update(d, frame.image)
+        timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
+        found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
+        yield FrameResult(
+            frame.index,
+            frame.timestamp_s,
+            found,
+            ids,
+            mask,
+            run.active_fraction,
+            full,
+            timer.seconds,
+            frame.image,
+        )
+
+
+def _engine_with_conf(engine: SparseEngine, conf: float) -> SparseEngine:
+    """The same engine and model with a lower candidate threshold: detections between it and
+    the output threshold feed persistence only."""
+    view = copy.copy(engine)
+    view.cfg = engine.cfg.replace(**{"post.conf": conf})
+    view._last_plan = None
+    return view
+
+
+@dataclass
+class StreamStats:
+    """Totals over a stream: per-stage seconds, frames, mean share of cells computed."""
+
+    frames: int = 0
+    full_frames: int = 0
+    detections: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    active_sum: float = 0.0
+
+    def add(self, r: FrameResult) -> None:
+        self.frames += 1
+        self.full_frames += int(r.full)
+        self.detections += len(r)
+        self.active_sum += r.active_fraction
+        for k, v in r.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+    def as_dict(self) -> dict:
+        total = self.seconds.get("total", 0.0)
+        return {
+            "frames": self.frames,
+            "full_frames": self.full_frames,
+            "detections": self.detections,
+            "fps": self.frames / total if total else None,
+            "mean_active_fraction": self.active_sum / self.frames if self.frames else None,
+            "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
+        }

@@ -1,0 +1,179 @@
+"""Video sources, writers and bad input, with a tiny random model (logic only)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sparse_yolo.cli import main
+from sparse_yolo.config import MaskConfig
+from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.video import synth
+from sparse_yolo.video.config import VideoConfig
+from sparse_yolo.video.motion import FrameMasks, box_cells
+from sparse_yolo.video.reader import StreamInterrupted, VideoReader, is_video_source
+
+FRAMES = 12
+
+
+def _frames(n: int = FRAMES) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    bg = cv2.GaussianBlur(rng.integers(0, 255, (128, 160, 3), dtype=np.uint8), (5, 5), 0)
+    obj = rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    sprite = synth.Sprite(
+        obj, np.array([0, 0, 24, 24], np.float32), synth.line((0, 50), (130, 60), n)
+    )
+    return list(synth.frames(bg, [sprite], n))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("io") / "clip.avi"
+    synth.write(path, iter(_frames()), fps=10.0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def truncated(clip):
+    data = clip.read_bytes()
+    path = clip.with_name("truncated.avi")
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _detect(tiny_weights, *args):
+    base = ["detect", "--weights", str(tiny_weights), "--device", "cpu", "--conf", "0.3"]
+    return CliRunner().invoke(main, [*base, *map(str, args)])
+
+
+def test_reader_frames_in_order_with_timestamps(clip, tmp_path):
+    frames = list(VideoReader(clip))
+    assert [f.index for f in frames] == list(range(FRAMES))
+    assert frames[3].timestamp_s == pytest.approx(0.3, abs=1e-3)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, img in reversed(list(enumerate(_frames()))):  # written last first; names set order
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), img)
+    seq = list(VideoReader(folder, fps=4.0))
+    assert len(seq) == FRAMES and seq[2].timestamp_s == pytest.approx(0.5)
+    first = cv2.imread(str(folder / "f000.png"))
+    assert np.array_equal(seq[0].image, first)
+    assert len(list(VideoReader(str(folder / "f00*.png")))) == 10
+
+
+def test_video_sources_are_recognised():
+    assert is_video_source("clip.MP4") and is_video_source("rtsp://cam/1")
+    assert not is_video_source("scene.tif") and is_video_source("frames/", frames=True)
+
+
+def test_refresh_and_persistence_rule():
+    masks = FrameMasks(MaskConfig(), VideoConfig(warmup=2, refresh=3, persist_frames=2))
+    assert [masks.is_full(i) for i in range(9)] == [1, 1, 0, 1, 0, 0, 1, 0, 0]
+    still = _frames(1)[0]  # no object moves: after warm-up only persistence marks cells
+    for _ in range(4):  # frames 0-3, of which 0, 1 and 3 full
+        masks(still)
+    boxes = np.array([[40.0, 40.0, 56.0, 56.0]], np.float32)
+    kept = box_cells(boxes, (8, 10), 16, VideoConfig().persist_margin)
+    masks.update(boxes, np.array([0.5], np.float32))
+    masks.update(boxes[:0], np.zeros(0, np.float32))  # missed once: still kept
+    mask, full = masks(still)
+    assert not full and np.array_equal(mask.cells, kept)
+    masks.update(boxes[:0], np.zeros(0, np.float32))  # missed persist_frames times: gone
+    masks.update(boxes, np.array([0.05], np.float32))  # below persist_conf
+    assert not masks(still)[0].cells.any()
+
+
+def test_cli_bad_inputs_one_line_each(tiny_weights, tmp_path):
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video")
+    cases = {
+        notes: "not a video OpenCV can read",
+        tmp_path / "missing.mp4": "no such file",
+        "rtsp://127.0.0.1:9/none": "cannot open the stream",
+    }
+    for source, problem in cases.items():
+        res = _detect(tiny_weights, source, "-o", tmp_path / "out.jsonl")
+        assert res.exit_code == 1
+        assert res.output.strip().splitlines() == [f"Error: {source}: {problem}"]
+        assert not (tmp_path / "out.jsonl").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = _detect(tiny_weights, empty, "--frames", "-o", tmp_path / "out.jsonl")
+    assert res.exit_code == 1 and "no image frames found" in res.output
+
+
+def test_cli_bad_output_suffix(tiny_weights, clip, tmp_path):
+    res = _detect(tiny_weights, clip, "-o", tmp_path / "out.geojson")
+    assert res.exit_code == 1 and "video output must end in .jsonl or .txt" in res.output
+    assert not (tmp_path / "out.geojson").exists()
+
+
+def test_truncated_file_keeps_records_and_fails(tiny_weights, truncated, tmp_path):
+    out = tmp_path / "out.jsonl"
+    res = _detect(tiny_weights, truncated, "-o", out)
+    assert res.exit_code == 1
+    error = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert error == [f"Error: {truncated}: stream ended after 6 of {FRAMES} frames"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(6))
+
+
+def test_http_stream_that_drops(truncated):
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(truncated.parent)
+    )
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/{truncated.name}"
+    got = []
+    try:
+        with pytest.raises(StreamInterrupted, match="stream ended after 6 of"):
+            for frame in VideoReader(url):
+                got.append(frame.index)
+    finally:
+        server.shutdown()
+    assert got == list(range(6))
+
+
+def test_folder_with_a_bad_frame_mid_way(tiny_weights, tmp_path):
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for i, img in enumerate(_frames(6)):
+        cv2.imwrite(str(folder / f"{i:03d}.jpg"), img)
+    (folder / "003.jpg").write_bytes(b"garbage")
+    out = tmp_path / "seq.txt"
+    res = _detect(tiny_weights, folder, "--frames", "-o", out)
+    assert res.exit_code == 1
+    assert f"Error: {folder / '003.jpg'}: frame 3 is not a readable image" in res.output
+    rows = out.read_text().splitlines()
+    assert all(int(r.split(",")[0]) <= 3 for r in rows)  # MOT frames 1..3 only
+
+
+def test_reader_errors_are_sparse_yolo_errors(tmp_path):
+    with pytest.raises(SparseYoloError, match="no image frames found"):
+        VideoReader(str(tmp_path / "*.png"))
+
+
+def test_engine_reuses_plan_while_active_set_unchanged(tiny):
+    from helpers import blob_cells  # noqa: PLC0415
+
+    from sparse_yolo.config import DetectorConfig  # noqa: PLC0415
+    from sparse_yolo.engine import SparseEngine  # noqa: PLC0415
+
+    engine = SparseEngine(tiny, DetectorConfig())
+    cells = blob_cells((8, 10), 0.2)
+    windows, pyramid = engine.plan(cells, 16)
+    pyramid.level(8).neighbours()  # tables built by the first frame's stem
+    again, same = engine.plan(cells.copy(), 16)
+    assert same is pyramid and again is windows and "subm" in same.level(8)._tables
+    moved = np.roll(cells, 1, axis=1)
+    _, other = engine.plan(moved, 16)
+    assert other is not pyramid and np.array_equal(other.cells.numpy(), moved)
