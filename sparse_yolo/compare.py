@@ -331,7 +331,7 @@ class SparseRunner:
         return self.last.detections
 
     def cost(self, image: np.ndarray) -> tuple[float, dict[str, Any]]:
-        from sparse_yolo.model.windows import plan_windows  # noqa: PLC0415
+        from sparse_yolo.engine.windows import plan_windows  # noqa: PLC0415
 
         res = self.last if self.last is not None else self.detector.predict_array(image)
         cfg, mask, stats = self.detector.config, res.mask, res.stats

@@ -29,11 +29,11 @@ from sparse_yolo.compare import (
 )
 from sparse_yolo.config import ModelConfig, PostprocessConfig, WindowConfig
 from sparse_yolo.detector import Detector
+from sparse_yolo.engine.windows import plan_windows
 from sparse_yolo.eval.labels import COCO_NAMES
 from sparse_yolo.eval.metrics import match_recall
 from sparse_yolo.masks import cell_grid
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.model.windows import plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
 from tests.conftest import SHARED, blob_cells, scene, tiny_model
 

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from sparse_yolo.config import DetectorConfig
+from sparse_yolo.engine.windows import group_by_shape, plan_windows
 from sparse_yolo.masks import MaskResult
-from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid
