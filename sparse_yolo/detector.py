@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import torch
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.engine.runner import Frame
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
@@ -122,28 +124,54 @@ class Detector:
             valid: optional (H, W) bool; invalid (nodata) pixels never activate cells.
             source_name: recorded in the result.
         """
-        check_image(image, source_name)
+        return self.predict_batch([image], [valid], source_name)[0]
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        valid: Sequence[np.ndarray | None] | None = None,
+        source_name: str = "<array>",
+    ) -> list[Result]:
+        """Detect objects in several in-memory images (video frames, tiles) at once.
+
+        Each image gets its own mask, plan and stem; the windows of all of them share the
+        remainder's forward passes, so the detections are those of :meth:`predict_array`
+        on each image alone. ``stats["seconds"]`` are the whole batch's.
+
+        Args:
+            images: (H, W, 3) uint8 BGR arrays, any sizes.
+            valid: optional (H, W) bool per image.
+        """
+        valid = list(valid) if valid is not None else [None] * len(images)
         timer = Timer(self.engine.device)
         t0 = time.perf_counter()
-        frame = None
-        if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
-            with timer.stage("upload"):
-                frame = self.engine.upload(image)
-        with timer.stage("mask"):
-            mask = self.mask(image, valid, frame)
-        dets, info = self.engine.run(image, mask, timer, valid, frame)
+        frames = []
+        for image, ok in zip(images, valid, strict=True):
+            check_image(image, source_name)
+            frame = None
+            if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
+                with timer.stage("upload"):
+                    frame = self.engine.upload(image)
+            with timer.stage("mask"):
+                frames.append(Frame(image, self.mask(image, ok, frame), ok, frame))
+        runs = self.engine.run_batch(frames, timer)
+        seconds = {**timer.seconds, "total": time.perf_counter() - t0}
+        return [
+            self._result(f, dets, info, seconds, source_name)
+            for f, (dets, info) in zip(frames, runs, strict=True)
+        ]
+
+    def _result(self, f: Frame, dets, info: dict, seconds: dict, name: str) -> Result:
         stats = {
-            "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
-            "active_fraction": mask.active_fraction,  # the engine reports it as computed
-            "mask_fraction": mask.active_fraction,
+            "seconds": seconds,
+            "active_fraction": f.mask.active_fraction,  # the engine reports it as computed
+            "mask_fraction": f.mask.active_fraction,
             "mask": self.config.mask.name,
-            "image_size": [int(image.shape[1]), int(image.shape[0])],
+            "image_size": [int(f.image.shape[1]), int(f.image.shape[0])],
             **info,
         }
         d = dets.numpy()
-        return Result(
-            d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, mask, source_name
-        )
+        return Result(d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, f.mask, name)
 
 
 def check_image(image: np.ndarray, name: str) -> None:

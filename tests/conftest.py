@@ -16,6 +16,20 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "yolov8n.pt"
 
 
+COST_STUB = Path(__file__).resolve().parent / "data" / "costs_cpu.json"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stub_costs(tmp_path_factory):
+    """``backend: auto`` decides with a fixed CPU cost table instead of calibrating, and no
+    test writes to the user's cache (subprocesses inherit both)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARSE_YOLO_COSTS", str(COST_STUB))
+    patch.setenv("SPARSE_YOLO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _two_threads():
     """Run with 2 threads, like CI: multi-threaded CPU kernels can race."""

@@ -178,7 +178,7 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
 
 def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
     """Nodata (black here) must not darken the background the skipped cells stand for."""
-    import sparse_yolo.engine as engine_mod
+    import sparse_yolo.engine.runner as engine_mod
     from sparse_yolo.config import DetectorConfig
     from sparse_yolo.sparse.active import ActivePyramid
 
