@@ -38,8 +38,8 @@ log = logging.getLogger("sparse_yolo")
 CACHE_ENV = "SPARSE_YOLO_CACHE"
 COSTS_ENV = "SPARSE_YOLO_COSTS"
 # (H, W) of the calibration frames: big enough that per-pixel costs dominate fixed ones.
-FRAME = {"cpu": (1024, 1536), "cuda": (2176, 3840)}
-SMALL = {"cpu": (512, 768), "cuda": (1088, 1920)}
+FRAME = {"cpu": (768, 1024), "cuda": (2176, 3840)}
+SMALL = {"cpu": (384, 512), "cuda": (1088, 1920)}
 ACTIVE = (0.1, 0.5)  # active fractions of the two stem measurements per backend
 WINDOWS = ((8, 8), (64, 96))  # (h, w) stride-8 cells of the two remainder measurements
 CELL = 16
@@ -207,7 +207,7 @@ def _stem_cost(engine: SparseEngine, backend: str, image: np.ndarray) -> StemCos
 
 def _remainder_cost(engine: SparseEngine, image: np.ndarray) -> Linear:
     """One forward on a small and on a large window, densified from real stem features."""
-    feats = _stem(engine, "dense", image, ACTIVE[1])
+    feats = _stem(engine, "dense", image, 1.0)
     backend = make_backend("dense", engine.device)
     cells, seconds = [], []
     for h, w in WINDOWS:
