@@ -108,8 +108,8 @@ class WindowConfig:
             (:func:`sparse_yolo.sparse.stem.flat_response`), or ``zero``.
     """
 
-    # 2, not 8: with the flat fill, margins of 0, 2 and 8 recovered the same share of dense
-    # detections (0.98-1.0) on three synthetic 4K frames, and 2 windows half the area of 8.
+    # The smallest margin that keeps the dense detections with the flat fill
+    # (docs/performance.md): wider margins only add window area.
     margin: int = 2
     merge_slack: float = 1.0
     fill: str = "flat"

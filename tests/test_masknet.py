@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import scene
 
 from sparse_yolo import Detector, SparseYoloError
 from sparse_yolo.config import MaskConfig, ModelConfig
@@ -26,7 +27,6 @@ from sparse_yolo.train.maskfit import (
     object_coverage,
     pooled_recall,
 )
-from tests.conftest import scene
 
 
 def test_features_pad_like_the_cell_grid() -> None:
@@ -86,7 +86,7 @@ def test_checkpoint_carries_the_mask_net(tmp_path) -> None:
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     result = Detector(path, mask="learned", device="cpu").predict(scene())
-    assert result.stats["mask"] == "learned"
+    assert result.stats.mask == "learned"
 
 
 def test_cell_targets_mark_overlapped_cells() -> None:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import COST_STUB, SHARED_WEIGHTS, scene, tiny_model
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.detector import Detector
@@ -16,7 +17,6 @@ from sparse_yolo.engine.policy import CostTable, Linear, StemCost, choose, predi
 from sparse_yolo.engine.runner import SparseEngine
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult
-from tests.conftest import COST_STUB, SHARED_WEIGHTS, scene, tiny_model
 
 STUB = CostTable.from_dict(json.loads(COST_STUB.read_text()))
 
@@ -87,11 +87,11 @@ def test_auto_runs_the_path_the_cost_model_predicts(path):
     )
     res = _detector(table, cells).predict_array(image)
     kind, _, backend = path.partition(":")
-    assert res.stats["path"] == kind
-    assert res.stats["backend"] == backend or kind != "windows"
-    predicted = res.stats["predicted_ms"]
+    assert res.engine.path == kind
+    assert res.engine.backend == backend or kind != "windows"
+    predicted = res.engine.predicted_ms
     assert min(predicted, key=predicted.get) == path
-    assert res.stats["active_fraction"] == (cells.mean() if kind == "windows" else 1.0)
+    assert res.stats.active_fraction == (cells.mean() if kind == "windows" else 1.0)
 
 
 def test_plain_dense_and_every_cell_paths_agree(shared):
@@ -112,7 +112,7 @@ def test_plain_dense_and_every_cell_paths_agree(shared):
             every_px=0.0 if path == "every_cell" else 9.0,
         )
         runs[path] = _detector(table, cells, model).predict_array(image)
-        assert runs[path].stats["path"] == path
+        assert runs[path].engine.path == path
     a, b = runs["every_cell"], runs["dense"]
     assert len(a) > 10 and len(a) == len(b)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)

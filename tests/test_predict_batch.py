@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_WEIGHTS
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.detector import Detector
@@ -13,17 +14,21 @@ from sparse_yolo.engine.gpu import GraphCache, bucket, decode_candidates
 from sparse_yolo.engine.runner import SparseEngine
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.postprocess import window_nms
-from tests.conftest import SHARED_WEIGHTS
 
 
 def frames(shared) -> list[np.ndarray]:
     """Real frames of three sizes: two VisDrone images, one cut down, one sparse scene."""
-    from sparse_yolo.scenes import sparse_scene
+    from sparse_yolo.bench.scenes import sparse_scene
 
     paths = sorted((shared / "data" / "visdrone" / "images").glob("*.jpg"))
     a, b = (cv2.imread(str(p)) for p in paths[:2])
     a = np.ascontiguousarray(a[:544, :960])
-    return [a, np.ascontiguousarray(b[:400, :600]), sparse_scene(0, 0.1, (544, 960))[0], a]
+    return [
+        a,
+        np.ascontiguousarray(b[:400, :600]),
+        sparse_scene(0, 0.1, (544, 960), data_dir=shared)[0],
+        a,
+    ]
 
 
 def assert_same(got, ref):
@@ -43,10 +48,10 @@ def test_predict_batch_equals_each_frame_alone(shared, monkeypatch):
     monkeypatch.setattr(det.engine, "remainder", lambda p3: forwards.append(len(p3)) or real(p3))
     together = det.predict_batch(images)
     assert sum(len(r) for r in alone) > 30
-    assert {r.stats["path"] for r in alone} == {"windows", "every_cell"}
+    assert {r.engine.path for r in alone} == {"windows", "every_cell"}
     for got, ref in zip(together, alone, strict=True):
         assert_same(got, ref)
-        assert got.stats["path"] == ref.stats["path"]
+        assert got.engine.path == ref.engine.path
     alone_forwards = []
     monkeypatch.setattr(
         det.engine, "remainder", lambda p3: alone_forwards.append(len(p3)) or real(p3)

@@ -1,7 +1,7 @@
 """End-to-end detect latency of the sparse pipeline against dense baselines on synthetic 4K frames.
 
 One process, the same weights and post-processing for every method. Two 3840x2160 frames from
-:mod:`sparse_yolo.scenes` (real labelled crops pasted onto a low-texture background):
+:mod:`sparse_yolo.bench.scenes` (real labelled crops pasted onto a low-texture background):
 
 * ``sparse``: crops on about --coverage of the frame (default 10%)
 * ``urban``: crops tiled over about 89% of the frame
@@ -17,7 +17,7 @@ sahi-640, sparse --mask all) and the ratios:
 * ``--mask all`` overhead vs dense full resolution (the cost of the sparse machinery at 100%)
 
 Latency is the median of --runs interleaved rounds after one warm-up each (CUDA synchronised); recall vs GT uses the
-scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.compare`` and the
+scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.bench`` and the
 compare command.
 
 Usage:
@@ -36,21 +36,16 @@ import cv2
 import numpy as np
 import torch
 import yaml
+from _shared import shared_dir
 
 from sparse_yolo import cli  # first: the command modules import the CLI group
+from sparse_yolo.bench.flops import GFLOPS_CONVENTION
+from sparse_yolo.bench.measure import Row, json_safe, measure_all, score
+from sparse_yolo.bench.runners import SparseRunner, build_runners
+from sparse_yolo.bench.scenes import FRAME_HW, sparse_scene, urban_scene
 from sparse_yolo.commands.compare import format_table
-from sparse_yolo.compare import (
-    GFLOPS_CONVENTION,
-    Row,
-    SparseRunner,
-    build_runners,
-    json_safe,
-    measure_all,
-    score,
-)
 from sparse_yolo.detector import Detector
 from sparse_yolo.eval.labels import GroundTruth
-from sparse_yolo.scenes import FRAME_HW, shared_dir, sparse_scene, urban_scene
 
 DEFAULT_WEIGHTS = shared_dir() / "weights" / "yolov8n.pt"
 
@@ -128,10 +123,10 @@ def scene_frame(name: str, args: argparse.Namespace):
     """(image, boxes, classes) of a benchmark frame; the water tile has no labels (None)."""
     hw = tuple(args.size)
     if name == "sparse":
-        return sparse_scene(args.seed, args.coverage, hw)
+        return sparse_scene(args.seed, args.coverage, hw, data_dir=shared_dir())
     if name == "water":
         return water_tile(args.seed, args.water_size), None, None
-    return urban_scene(args.seed, hw)
+    return urban_scene(args.seed, hw, data_dir=shared_dir())
 
 
 def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[Row]:
@@ -151,13 +146,13 @@ def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[R
 
 def policy_lines(detector: Detector, image: np.ndarray, rows: list[Row]) -> list[str]:
     """What ``auto`` chose and predicted for this frame, beside what the rows measured."""
-    stats = detector.predict_array(image).stats
+    res = detector.predict_array(image)
     by = {r.method: r.latency_ms for r in rows}
-    sec = stats["seconds"]
+    sec = res.stats.seconds
     engine_ms = 1e3 * sum(v for k, v in sec.items() if k not in ("total", "mask", "upload"))
-    predicted = stats.get("predicted_ms", {})
+    predicted = res.engine.predicted_ms
     lines = [
-        f"auto chose {stats['path']} ({stats['backend']}); predicted ms: "
+        f"auto chose {res.engine.path} ({res.engine.backend}); predicted ms: "
         + ", ".join(f"{k} {v:.0f}" for k, v in sorted(predicted.items(), key=lambda kv: kv[1])),
         f"measured ms: engine after the mask {engine_ms:.0f} (mask {1e3 * sec.get('mask', 0):.0f}), "
         f"sparse row {by['sparse']:.0f}, every cell (mask=all) {by['sparse mask=all']:.0f}, "

@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 
 import torch
+from _shared import shared_dir
 
+from sparse_yolo.bench.scenes import sparse_scene, urban_scene
 from sparse_yolo.detector import Detector
-from sparse_yolo.scenes import shared_dir, sparse_scene, urban_scene
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_e2e import water_tile  # noqa: E402
@@ -47,18 +48,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"{'frame':<7} {'path':<16} " + " ".join(f"{s:>9}" for s in STAGES) + "   (ms)")
     for name in args.scenes:
-        scenes = {"sparse": sparse_scene, "urban": urban_scene, "water": water_tile}
-        image = scenes[name](args.seed)
-        image = image[0] if isinstance(image, tuple) else image
+        if name == "water":
+            image = water_tile(args.seed)
+        else:
+            scene = sparse_scene if name == "sparse" else urban_scene
+            image = scene(args.seed, data_dir=shared_dir())[0]
         for backend in args.backends:
             det = Detector(args.weights, backend, args.mask, device=args.device, half=args.half)
             for _ in range(2):
                 det.predict_array(image)
-            runs = [det.predict_array(image).stats for _ in range(args.runs)]
+            runs = [det.predict_array(image) for _ in range(args.runs)]
             ms = {
-                s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) * 1e3 for s in STAGES
+                s: statistics.median(r.stats.seconds.get(s, 0.0) for r in runs) * 1e3
+                for s in STAGES
             }
-            used = f"{runs[-1]['path']}:{runs[-1]['backend']}"
+            used = f"{runs[-1].engine.path}:{runs[-1].engine.backend}"
             print(f"{name:<7} {used:<16} " + " ".join(f"{ms[s]:9.1f}" for s in STAGES))
 
 

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _shared import shared_dir
 
-from sparse_yolo.compare import DenseModel, FlopCounter, fused_copy, to_batch
+from sparse_yolo.bench.runners import DenseModel, FlopCounter, fused_copy, to_batch
+from sparse_yolo.bench.scenes import sparse_scene, urban_scene
 from sparse_yolo.detector import Detector
 from sparse_yolo.engine.calibrate import calibrate
 from sparse_yolo.eval.metrics import match_recall
-from sparse_yolo.scenes import shared_dir, sparse_scene, urban_scene
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend, spconv_available
 from sparse_yolo.sparse.stem import run_stem
@@ -105,7 +106,11 @@ def main() -> int:
 
     print("1. stems (float32)")
     ok = check_stems(det, args.atol)
-    frames = {"sparse": sparse_scene(0, 0.1)[0], "urban": urban_scene(0)[0]}
+    data = shared_dir()
+    frames = {
+        "sparse": sparse_scene(0, 0.1, data_dir=data)[0],
+        "urban": urban_scene(0, data_dir=data)[0],
+    }
     print("2. CUDA graphs and pinned uploads find the same objects")
     for name, image in frames.items():
         a, b = det.predict_array(image).detections, eager.predict_array(image).detections
@@ -134,22 +139,21 @@ def main() -> int:
             "every cell": timed(lambda im=image: every.predict_array(im), args.runs),
             "default (auto)": timed(lambda im=image: det.predict_array(im), args.runs),
         }
-        stats = det.predict_array(image).stats
+        res = det.predict_array(image)
+        stats, run = res.stats, res.engine
         base = row["dense (Ultralytics)"]
         print(f"  {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
-        print(
-            f"    auto chose {stats['path']} ({stats['backend']}), predicted {stats.get('predicted_ms')}"
-        )
-        print(f"    stages ms: { ({k: round(v * 1e3, 2) for k, v in stats['seconds'].items()}) }")
+        print(f"    auto chose {run.path} ({run.backend}), predicted {run.predicted_ms}")
+        print(f"    stages ms: { ({k: round(v * 1e3, 2) for k, v in stats.seconds.items()}) }")
         print(
             f"    default / dense: {row['default (auto)'] / base:.2f}x "
             f"(vs graphed dense {row['default (auto)'] / row['dense (CUDA graph)']:.2f}x); "
             f"goal: <= 1.0x on urban, <= 0.5x on sparse"
         )
-        report[name] = {"ms": row, "path": stats["path"], "predicted_ms": stats.get("predicted_ms")}
+        report[name] = {"ms": row, "path": run.path, "predicted_ms": run.predicted_ms}
 
     print("5. batch 8 throughput, frames per second")
-    batch = [sparse_scene(seed, 0.1)[0] for seed in range(8)]
+    batch = [sparse_scene(seed, 0.1, data_dir=data)[0] for seed in range(8)]
     stacked = lambda: torch.cat([to_batch(im, dev, args.half) for im in batch])  # noqa: E731
     fps = {
         "dense batch 8 (Ultralytics)": 8e3

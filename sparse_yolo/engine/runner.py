@@ -17,19 +17,20 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
 from sparse_yolo.engine.policy import CostTable, choose
 from sparse_yolo.engine.windows import group_by_shape, plan_windows
+from sparse_yolo.imageops import bgr_to_batch
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend, spconv_available
 from sparse_yolo.sparse.stem import flat_response, run_stem
+from sparse_yolo.types import EngineRun
 
 # Stride-8 cells per remainder batch: bounds activation memory (CPU: about 2048 x 2048 px;
 # CUDA: about eight 4K frames, so predict_batch fills one forward).
@@ -164,12 +165,12 @@ class SparseEngine:
         timer: Timer,
         valid: np.ndarray | None = None,
         frame: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, EngineRun]:
         """Detect objects in the active cells of one image; see :meth:`run_batch`."""
         return self.run_batch([Frame(image, mask, valid, frame)], timer)[0]
 
     @torch.inference_mode()
-    def run_batch(self, frames: list[Frame], timer: Timer) -> list[tuple[torch.Tensor, dict]]:
+    def run_batch(self, frames: list[Frame], timer: Timer) -> list[tuple[torch.Tensor, EngineRun]]:
         """Detect objects in several frames, sharing the remainder's forward passes.
 
         Args:
@@ -180,7 +181,7 @@ class SparseEngine:
 
         Returns:
             Per frame: (N, 6) float tensor [x1, y1, x2, y2, score, class] in its pixels, on
-            CPU, and facts about its run (path, backend, windows, predicted costs).
+            CPU, and what the engine computed (path, backend, cells, windows, predictions).
         """
         plans = []
         for f in frames:
@@ -196,23 +197,16 @@ class SparseEngine:
         for i, (f, p) in enumerate(zip(frames, plans, strict=True)):
             with timer.stage("merge"):
                 dets = out.detections(i, f.image.shape[:2], self.cfg)
-            results.append((dets, self._info(f, p)))
+            results.append((dets, self._record(f, p)))
         return results
 
-    def _info(self, frame: Frame, plan: Plan) -> dict[str, Any]:
-        grid = plan.cells.size * (frame.mask.cell // 8) ** 2
-        covered = float((plan.windows[:, 2] * plan.windows[:, 3]).sum() / grid) if grid else 0.0
-        info = {
-            "path": plan.path,
-            "backend": plan.backend or "plain",
-            "fill": self.cfg.window.fill,
-            "n_windows": len(plan.windows),
-            "window_fraction": covered,
-            **plan.info,
-        }
-        if plan.path != "windows":
-            info["active_fraction"] = 1.0
-        return info
+    def _record(self, frame: Frame, plan: Plan) -> EngineRun:
+        predicted = plan.info.get("predicted_ms", {})
+        backend = plan.backend or "plain"
+        fill = self.cfg.window.fill
+        return EngineRun(
+            backend, fill, plan.cells, frame.mask.cell, plan.windows, plan.path, predicted
+        )
 
     def _stem_windows(
         self, f: Frame, plan: Plan, index: int, out: _Collector, timer: Timer
@@ -250,9 +244,9 @@ class SparseEngine:
 
     def _dense_input(self, images: list[np.ndarray]) -> torch.Tensor:
         """(B, 3, H', W') RGB in [0, 1], zero-padded to multiples of 32, channels-last."""
-        h, w = images[0].shape[:2]
-        x = torch.stack([self.upload(im) for im in images]).permute(0, 3, 1, 2).flip(1)
-        x = F.pad(x.to(self.model.dtype) / 255, (0, -w % 32, 0, -h % 32))
+        x = torch.cat(
+            [bgr_to_batch(self.upload(im), self.device, self.model.dtype) for im in images]
+        )
         return x.contiguous(memory_format=torch.channels_last)
 
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
