@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-MAX_GRAPHS = 32  # captured shapes kept (least recently used dropped)
+MAX_GRAPHS = 16  # captured shapes kept (least recently used dropped); each owns its memory
 RING = 16  # pinned buffers per frame shape (frames of one batch in flight)
 
 

@@ -242,10 +242,15 @@ class SparseEngine:
         """The plain dense forward of one frame: (K, 7) candidates in its pixels."""
         return self._dense_forward(self._dense_input([image]))
 
-    def _dense_input(self, images: list[np.ndarray]) -> torch.Tensor:
+    def _dense_input(self, images: list[np.ndarray | torch.Tensor]) -> torch.Tensor:
         """(B, 3, H', W') RGB in [0, 1], zero-padded to multiples of 32, channels-last."""
         x = torch.cat(
-            [bgr_to_batch(self.upload(im), self.device, self.model.dtype) for im in images]
+            [
+                bgr_to_batch(
+                    im if torch.is_tensor(im) else self.upload(im), self.device, self.model.dtype
+                )
+                for im in images
+            ]
         )
         return x.contiguous(memory_format=torch.channels_last)
 
@@ -266,7 +271,9 @@ class SparseEngine:
             for k in range(0, len(ids), per):
                 chunk = ids[k : k + per]
                 with timer.stage("remainder"):
-                    cand = self._dense_forward(self._dense_input([frames[i].image for i in chunk]))
+                    cand = self._dense_forward(
+                        self._dense_input([_pixels(frames[i]) for i in chunk])
+                    )
                 whole = torch.tensor([[0, 0, -(-h // 8), -(-w // 8)]])
                 for i in chunk:
                     out.add_windows(i, whole, None)
@@ -297,6 +304,11 @@ class SparseEngine:
             bgr = torch.tensor(cv2.mean(image, weights)[:3], device=self.device)
         rgb = (bgr.flip(0) / 255).to(self.device, self.model.dtype)[None]
         return flat_response(self.model.stem, rgb)[0]
+
+
+def _pixels(f: Frame) -> np.ndarray | torch.Tensor:
+    """The frame on the device when it was uploaded already, else its array."""
+    return f.image if f.uploaded is None else f.uploaded
 
 
 def _grid_hw(plan: Plan, cell: int) -> tuple[int, int]:
