@@ -51,15 +51,16 @@ def blobs(shape: tuple[int, int], fraction: float, rng: np.random.Generator) -> 
     return cells
 
 
-def check_stems(det: Detector, atol: float) -> bool:
+def check_stems(det: Detector, atol: float, hw: tuple[int, int]) -> bool:
     """Step 1 (float32 weights): max |diff| of each backend's stem against dense."""
     dev, model = det.engine.device, det.engine.model.float()
     rng = np.random.default_rng(0)
-    image = torch.from_numpy(rng.integers(0, 256, (2160, 3840, 3), dtype=np.uint8)).to(dev)
+    image = torch.from_numpy(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).to(dev)
+    grid = (-(-hw[0] // 32) * 2, -(-hw[1] // 32) * 2)
     worst = 0.0
     with torch.inference_mode():
         for frac in (0.05, 0.25, 0.6):
-            cells = torch.from_numpy(blobs((136, 240), frac, rng)).to(dev)
+            cells = torch.from_numpy(blobs(grid, frac, rng)).to(dev)
             ref_be = make_backend("dense", dev)
             ref = ref_be.grid(run_stem(model.stem, ref_be, image, ActivePyramid(cells, 16)))
             for name in ["gather"] + (["spconv"] if spconv_available() else []):
@@ -73,16 +74,21 @@ def check_stems(det: Detector, atol: float) -> bool:
     return worst <= atol
 
 
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn: Callable[[], object], runs: int, warmup: int = 5) -> float:
     """Median milliseconds of ``fn`` (CUDA synchronised)."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    sync()
     times = []
-    for _ in range(runs):
+    for _ in range(max(1, runs)):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -94,22 +100,25 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--atol", type=float, default=1e-3)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run of this script's logic")
+    ap.add_argument("--size", type=int, nargs=2, default=[2160, 3840], metavar=("H", "W"))
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    dev = torch.device("cuda")
-    print(f"device: {torch.cuda.get_device_name(dev)}, torch {torch.__version__}, half {args.half}")
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    print(f"device: {name}, torch {torch.__version__}, half {args.half}")
     det = Detector(args.weights, device=dev, half=args.half)
     eager = Detector(det.model, device=dev, half=args.half)
     eager.engine.graphs, eager.engine._staging = None, None  # pageable uploads, no graphs
-    report: dict = {"device": torch.cuda.get_device_name(dev), "half": args.half}
+    report: dict = {"device": name, "half": args.half}
 
     print("1. stems (float32)")
-    ok = check_stems(det, args.atol)
-    data = shared_dir()
+    ok = check_stems(det, args.atol, tuple(args.size))
+    data, hw = shared_dir(), tuple(args.size)
     frames = {
-        "sparse": sparse_scene(0, 0.1, data_dir=data)[0],
-        "urban": urban_scene(0, data_dir=data)[0],
+        "sparse": sparse_scene(0, 0.1, hw, data_dir=data)[0],
+        "urban": urban_scene(0, hw, data_dir=data)[0],
     }
     print("2. CUDA graphs and pinned uploads find the same objects")
     for name, image in frames.items():
@@ -153,7 +162,7 @@ def main() -> int:
         report[name] = {"ms": row, "path": run.path, "predicted_ms": run.predicted_ms}
 
     print("5. batch 8 throughput, frames per second")
-    batch = [sparse_scene(seed, 0.1, data_dir=data)[0] for seed in range(8)]
+    batch = [sparse_scene(seed, 0.1, hw, data_dir=data)[0] for seed in range(8)]
     stacked = lambda: torch.cat([to_batch(im, dev, args.half) for im in batch])  # noqa: E731
     fps = {
         "dense batch 8 (Ultralytics)": 8e3
