@@ -170,8 +170,8 @@ def _time(engine: SparseEngine, fn: Callable[[], object], repeats: int = 3) -> f
 
 def _fit(x1: float, y1: float, x2: float, y2: float) -> Linear:
     """The line through two measurements, with neither term negative."""
-    slope = max((y2 - y1) / (x2 - x1), 0.0)
-    return Linear(max(y1 - slope * x1, 0.0), slope)
+    slope = max(float((y2 - y1) / (x2 - x1)), 0.0)
+    return Linear(max(float(y1 - slope * x1), 0.0), slope)
 
 
 def _cells(hw: tuple[int, int], fraction: float) -> np.ndarray:

@@ -128,7 +128,7 @@ def predict(
     }
     out["every_cell"] = costs.every_px * frame_px + costs.remainder(grid_cells)
     out["dense"] = costs.dense(frame_px)
-    return out
+    return {k: float(v) for k, v in out.items()}
 
 
 def choose(

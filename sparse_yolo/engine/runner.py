@@ -231,6 +231,7 @@ class SparseEngine:
     def _per_batch(self, h: int, w: int) -> int:
         return max(1, MAX_BATCH_CELLS.get(self.device.type, MAX_BATCH_CELLS["cpu"]) // (h * w))
 
+    @torch.inference_mode()
     def remainder(self, p3: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) stride-8 windows -> (K, 7) candidates [.., window] in window pixels."""
         conf = self.cfg.post.conf
@@ -238,6 +239,7 @@ class SparseEngine:
             return self.graphs.candidates("remainder", self.model.forward_p3, p3, conf)
         return self.model.detect_p3(p3, conf)
 
+    @torch.inference_mode()
     def dense_path(self, image: np.ndarray) -> torch.Tensor:
         """The plain dense forward of one frame: (K, 7) candidates in its pixels."""
         return self._dense_forward(self._dense_input([image]))
@@ -254,6 +256,7 @@ class SparseEngine:
         )
         return x.contiguous(memory_format=torch.channels_last)
 
+    @torch.inference_mode()
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
         conf, model = self.cfg.post.conf, self.model
         if self.graphs is not None:
