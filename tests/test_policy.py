@@ -167,14 +167,12 @@ def test_a_bad_cost_table_is_a_one_line_error(monkeypatch, tmp_path):
         _ = SparseEngine(tiny_model(), DetectorConfig()).costs
 
 
-def test_calibrate_command_writes_the_table(quick_calibration, shared):
+def test_calibrate_command_writes_the_table(quick_calibration, tiny_weights):
     from click.testing import CliRunner
 
     from sparse_yolo.cli import main
 
-    res = CliRunner().invoke(
-        main, ["calibrate", "--weights", str(SHARED_WEIGHTS), "--device", "cpu"]
-    )
+    res = CliRunner().invoke(main, ["calibrate", "--weights", str(tiny_weights), "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "dense forward, 4K" in res.output and "stem gather" in res.output
     assert len(list((quick_calibration / "costs").glob("*.json"))) == 1
