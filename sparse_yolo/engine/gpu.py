@@ -9,7 +9,9 @@ On a GPU a small model is bound by per-launch and per-copy costs, not arithmetic
   one launch for the whole network. Batches are padded to a power of two, and window shapes
   come from the planner's ladder (grown to shared shapes on CUDA), so a few graphs cover
   every frame. The captured function is the model's dense ``forward_p3`` with Ultralytics'
-  full decode (static shapes); candidates above ``conf`` are picked after the replay.
+  full decode (static shapes); candidates above ``conf`` are picked after the replay. The
+  engine sets the Detect head ``dynamic``, so each graph makes its own anchors: a graph
+  captured for one shape must not read anchor tensors another shape has since replaced.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from ultralytics.nn.modules import Detect
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine.calibrate import load_costs
@@ -110,6 +111,10 @@ class SparseEngine:
         self._costs = costs
         cuda = self.device.type == "cuda"
         self.graphs = GraphCache(capture=cuda) if (cuda if graphs is None else graphs) else None
+        if self.graphs is not None and self.graphs.capture:
+            for m in self.model.modules():
+                if isinstance(m, Detect):  # anchors made inside each graph, not shared state
+                    m.dynamic = True
         self._staging = HostStaging(self.device) if cuda else None
 
     @property
