@@ -62,17 +62,27 @@ class Pipeline:
         from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
 
         cfg = self.config.tiling
+        roi = None
+        if self.config.mask.roi:  # only cells inside the region of interest are examined
+            from sparse_yolo.io.roi import load_roi  # noqa: PLC0415 - vectors only when asked
+
+            roi = load_roi(self.config.mask, src)
         windows = tile_windows(src.width, src.height, cfg.tile, cfg.overlap)
         name = Path(str(src.path)).name
         acc = _TileAccumulator(src.width, src.height, len(windows), cfg.merge == "nms")
         bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
-        for win in bar:
-            bgr, valid = src.read(win)
-            if not valid.any():
-                acc.stats.tiles_skipped_nodata += 1
-                continue
-            res = self.run_array(bgr, None if valid.all() else valid, name)
-            acc.add(win, res)
+        self.mask.prepare(src, cfg.tile)  # image-wide mask statistics, not one tile's
+        try:
+            for win in bar:
+                bgr, valid = src.read(win)
+                if roi is not None:
+                    valid &= roi.pixels(win, self.config.mask.cell)
+                if not valid.any():
+                    acc.stats.tiles_skipped_nodata += 1
+                    continue
+                acc.add(win, self.run_array(bgr, None if valid.all() else valid, name))
+        finally:
+            self.mask.prepare(None)
         dets = merge_tiles(acc.dets(), self.config.post, cfg.merge)
         georef = GeoRef(src.width, src.height, src.crs, src.transform)
         warnings = []
@@ -84,8 +94,8 @@ class Pipeline:
             acc.finish(self.config.mask.name),
             str(src.path),
             georef,
-            mask=single.mask if single else None,
-            engine=single.engine if single else None,
+            mask=single.mask if single is not None else None,
+            engine=single.engine if single is not None else None,
             mask_overview=acc.overview,
             overview_scale=acc.scale,
             warnings=warnings,

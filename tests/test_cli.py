@@ -251,6 +251,8 @@ def test_multi_tile_uint16_and_rgba_rasters(tmp_path, tiny_weights):
             "100",
             "--overlap",
             "20",
+            "--mask",  # every cell with data: the gradient threshold is the raster's, and
+            "all",  # this random-noise raster has no cell above it
             "--save-mask",
             tmp_path / f"{src.stem}.png",
             "--stats",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -326,8 +327,9 @@ runners = build_runners(det, {str(tiny_weights)!r}, (128,), 128, 0.2)
 rows = measure_all(runners, image, 1, torch.device("cpu"), lambda method: None)
 print(sorted((r.method, len(r.detections) > 0) for r in rows))
 """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     methods = dict(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))

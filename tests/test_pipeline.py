@@ -12,6 +12,7 @@ from rasters import write_raster
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.io.raster import open_source
+from sparse_yolo.masks import make_mask
 from sparse_yolo.pipeline import Pipeline
 from sparse_yolo.postprocess import greedy_merge, merge_tiles
 from sparse_yolo.types import Detections, Result, RunStats
@@ -31,7 +32,7 @@ class BrightBoxPipeline(Pipeline):
             **{"tiling.tile": 256, "tiling.overlap": 96, "tiling.merge": merge}
         )
         model = SimpleNamespace(names={0: "object"})
-        super().__init__(SimpleNamespace(model=model), None, cfg)
+        super().__init__(SimpleNamespace(model=model), make_mask(cfg.mask), cfg)
         self.calls = 0
 
     def run_array(self, image, valid=None, source_name=""):

@@ -39,7 +39,20 @@ def model_options(f):
             "cell or plain dense a cost model of this device predicts cheapest (see "
             "'sparse-yolo calibrate').",
         ),
-        click.option("--mask", help="Cell mask: all, gradient, ... (default gradient)."),
+        click.option(
+            "--mask",
+            help="Cell mask: all, gradient, coarse, learned, or learned:PATH (the mask net "
+            "of another checkpoint, e.g. from distill --images); default gradient.",
+        ),
+        click.option(
+            "--roi",
+            type=click.Path(path_type=Path),
+            help="Vector file (GeoPackage, GeoJSON, Shapefile, ...): examine only cells "
+            "inside its features, e.g. roads or water. Needs a raster with a CRS.",
+        ),
+        click.option("--roi-buffer", type=click.FloatRange(0), help="Metres added around the ROI."),
+        click.option("--roi-layer", help="Layer of a multi-layer ROI file."),
+        click.option("--roi-where", help="SQL filter on ROI features, e.g. \"highway='primary'\"."),
         click.option(
             "--max-active",
             type=click.FloatRange(0, 1, min_open=True),
@@ -76,6 +89,10 @@ def build_detector(opts: dict[str, Any]):
         "tiling.tile": opts.get("tile"),
         "tiling.overlap": opts.get("overlap"),
         "tiling.merge": opts.get("merge"),
+        "mask.roi": str(opts["roi"]) if opts.get("roi") else None,
+        "mask.roi_buffer": opts.get("roi_buffer"),
+        "mask.roi_layer": opts.get("roi_layer"),
+        "mask.roi_where": opts.get("roi_where"),
     }
     if opts.get("max_active") is not None:
         overrides["mask.max_active"] = opts["max_active"]
