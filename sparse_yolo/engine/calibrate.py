@@ -122,16 +122,22 @@ def calibrate(engine: SparseEngine, save: bool = True) -> CostTable:
             px,
             _time(engine, lambda: engine.dense_path(image)),
         )
-        every = _time(engine, lambda: _stem(engine, "dense", image, 1.0))
-        stem = {b: _stem_cost(engine, b, image) for b in engine.sparse_backends()}
+        every = _fit(
+            small_px,
+            _time(engine, lambda: _stem(engine, "dense", small, 1.0)),
+            px,
+            _time(engine, lambda: _stem(engine, "dense", image, 1.0)),
+        )
+        stem = {b: _stem_cost(engine, b, small, image) for b in engine.sparse_backends()}
         remainder = _remainder_cost(engine, image)
     table = CostTable(
         key,
         dense,
-        every / px,
+        every.per_unit,
         stem,
         remainder,
         meta={"seconds": round(time.perf_counter() - t0, 2), "frame": list(FRAME[kind])},
+        every_fixed=every.fixed,
     )
     if save:
         path = table_path(key)
@@ -195,14 +201,24 @@ def _stem(engine: SparseEngine, backend: str, image: np.ndarray, fraction: float
     return run_stem(engine.model.stem, make_backend(backend, engine.device), frame, pyramid)
 
 
-def _stem_cost(engine: SparseEngine, backend: str, image: np.ndarray) -> StemCost:
-    px = image.shape[0] * image.shape[1]
-    active, seconds = [], []
-    for fraction in ACTIVE:
-        active.append(_cells(image.shape[:2], fraction).mean() * px)
-        seconds.append(_time(engine, lambda f=fraction: _stem(engine, backend, image, f)))
-    line = _fit(active[0], seconds[0], active[1], seconds[1])
-    return StemCost(per_px=line.fixed / px, per_active_px=line.per_unit)
+def _stem_cost(
+    engine: SparseEngine, backend: str, small: np.ndarray, image: np.ndarray
+) -> StemCost:
+    """Two active fractions on the large frame give the cost per active pixel; the rest,
+    on the large and the small frame, splits into per frame pixel and per call."""
+    rest = []
+    for frame, fractions in ((image, ACTIVE), (small, ACTIVE[1:])):
+        px = frame.shape[0] * frame.shape[1]
+        active, seconds = [], []
+        for f in fractions:
+            active.append(float(_cells(frame.shape[:2], f).mean()) * px)
+            seconds.append(_time(engine, lambda im=frame, f=f: _stem(engine, backend, im, f)))
+        if len(active) == 2:
+            per_active = max((seconds[1] - seconds[0]) / (active[1] - active[0]), 0.0)
+        rest.append((px, seconds[-1] - per_active * active[-1]))
+    (px1, r1), (px0, r0) = rest
+    line = _fit(px0, r0, px1, r1)
+    return StemCost(per_px=line.per_unit, per_active_px=per_active, fixed=line.fixed)
 
 
 def _remainder_cost(engine: SparseEngine, image: np.ndarray) -> Linear:

@@ -12,9 +12,10 @@ Each path's time is predicted from a :class:`CostTable` measured on the device a
 (:mod:`sparse_yolo.engine.calibrate`), and ``auto`` takes the cheapest. The model is linear
 in the work each path does, with these terms (seconds):
 
-* stem with backend ``b``: ``stem[b].per_px * frame_px + stem[b].per_active_px * active_px``
+* stem with backend ``b``: ``stem[b].fixed + stem[b].per_px * frame_px +
+  stem[b].per_active_px * active_px``
 * remainder: ``per_forward * forwards + per_cell * window_cells`` (stride-8 cells)
-* every cell: ``every_px * frame_px`` + the remainder of one frame-wide window
+* every cell: ``every_fixed + every_px * frame_px`` + the remainder of one frame-wide window
 * dense: ``dense.fixed + dense.per_px * frame_px``
 """
 
@@ -42,13 +43,14 @@ class Linear:
 
 @dataclass(frozen=True)
 class StemCost:
-    """Seconds of a sparse backend's stem: per frame pixel and per active pixel."""
+    """Seconds of a sparse backend's stem: per frame pixel, per active pixel, per call."""
 
     per_px: float = 0.0
     per_active_px: float = 0.0
+    fixed: float = 0.0
 
     def __call__(self, frame_px: float, active_px: float) -> float:
-        return self.per_px * frame_px + self.per_active_px * active_px
+        return self.fixed + self.per_px * frame_px + self.per_active_px * active_px
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class CostTable:
     Attributes:
         key: what it was measured for (device, model architecture, dtype, torch, threads).
         dense: plain dense forward, seconds per padded frame pixel plus a fixed cost.
-        every_px: the every-cell stem, seconds per padded frame pixel.
+        every_px: the every-cell stem, seconds per padded frame pixel (plus ``every_fixed``
+            per call).
         stem: per sparse backend name (``gather``, ``dense`` masked, ``spconv``).
         remainder: seconds per forward pass (``fixed``) and per window stride-8 cell.
     """
@@ -69,6 +72,7 @@ class CostTable:
     stem: dict[str, StemCost]
     remainder: Linear
     meta: dict[str, Any] = field(default_factory=dict)
+    every_fixed: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +91,7 @@ class CostTable:
             stem={k: StemCost(**v) for k, v in d["stem"].items()},
             remainder=Linear(**d["remainder"]),
             meta=dict(d.get("meta", {})),
+            every_fixed=float(d.get("every_fixed", 0.0)),
         )
 
 
@@ -126,7 +131,7 @@ def predict(
         for b in backends
         if b in costs.stem
     }
-    out["every_cell"] = costs.every_px * frame_px + costs.remainder(grid_cells)
+    out["every_cell"] = costs.every_fixed + costs.every_px * frame_px + costs.remainder(grid_cells)
     out["dense"] = costs.dense(frame_px)
     return {k: float(v) for k, v in out.items()}
 
