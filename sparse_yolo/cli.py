@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sparse_yolo.commands import batch, compare, detect, train
+from sparse_yolo.commands import batch, calibrate, compare, detect, train
 from sparse_yolo.errors import SparseYoloError
 
 
@@ -46,3 +46,4 @@ def main() -> None:
 
 for _command in (detect.detect, batch.batch, train.train, train.distill, compare.compare):
     main.add_command(_command)
+main.add_command(calibrate.calibrate)

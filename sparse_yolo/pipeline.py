@@ -10,6 +10,7 @@ never reach the model.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +22,10 @@ from tqdm import tqdm
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.engine.runner import Frame
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.postprocess import cut_by_seam, merge_tiles
-from sparse_yolo.types import Detections, GeoRef, Result, RunStats
+from sparse_yolo.types import Detections, EngineRun, GeoRef, Result, RunStats
 
 if TYPE_CHECKING:
     from rasterio.windows import Window
@@ -120,21 +122,43 @@ class Pipeline:
         Returns:
             Boxes in image pixels, with the mask and the engine's cells and windows.
         """
-        check_image(image, source_name)
+        return self.run_arrays([image], [valid], source_name)[0]
+
+    def run_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        valid: Sequence[np.ndarray | None] | None = None,
+        source_name: str = "<array>",
+    ) -> list[Result]:
+        """:meth:`run_array` on several images at once: each is masked and planned alone, and
+        the engine batches their windows (``stats.seconds`` are the whole batch's)."""
+        valid = list(valid) if valid is not None else [None] * len(images)
         timer = Timer(self.engine.device)
         t0 = time.perf_counter()
-        frame = None
-        if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
-            with timer.stage("upload"):
-                frame = self.engine.upload(image)
-        with timer.stage("mask"):
-            mask = self.mask(image, valid, frame)
-        dets, run = self.engine.run(image, mask, timer, valid, frame)
-        height, width = image.shape[:2]
+        frames = []
+        for image, ok in zip(images, valid, strict=True):
+            check_image(image, source_name)
+            uploaded = None
+            if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
+                with timer.stage("upload"):
+                    uploaded = self.engine.upload(image)
+            with timer.stage("mask"):
+                frames.append(Frame(image, self.mask(image, ok, uploaded), ok, uploaded))
+        runs = self.engine.run_batch(frames, timer)
+        seconds = {**timer.seconds, "total": time.perf_counter() - t0}
+        return [
+            self._result(f, dets, run, seconds, source_name)
+            for f, (dets, run) in zip(frames, runs, strict=True)
+        ]
+
+    def _result(
+        self, f: Frame, dets: torch.Tensor, run: EngineRun, seconds: dict, name: str
+    ) -> Result:
+        height, width = f.image.shape[:2]
         stats = RunStats(
-            seconds={**timer.seconds, "total": time.perf_counter() - t0},
+            seconds=seconds,
             active_fraction=run.active_fraction,
-            mask_fraction=mask.active_fraction,
+            mask_fraction=f.mask.active_fraction,
             window_fraction=run.window_fraction,
             n_windows=len(run.windows),
             backend=run.backend,
@@ -144,7 +168,7 @@ class Pipeline:
             tiles_without_active_cells=int(len(run.windows) == 0),
         )
         d = Detections.from_rows(dets, self.names)
-        return Result(d, stats, source_name, GeoRef(width, height), mask=mask, engine=run)
+        return Result(d, stats, name, GeoRef(width, height), mask=f.mask, engine=run)
 
 
 def merge_source(

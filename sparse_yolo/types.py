@@ -62,12 +62,16 @@ class EngineRun:
     """What the engine computed for one image: the cells and windows it actually used.
 
     Attributes:
-        backend: the stem backend that ran (``gather``, ``spconv`` or ``dense``).
+        backend: the stem backend that ran (``gather``, ``spconv`` or ``dense``; ``plain``
+            for the plain dense forward).
         fill: what inactive stride-8 sites held (``flat`` or ``zero``).
-        cells: (Hc, Wc) bool cells the stem computed (all True when ``auto`` promoted the
-            frame to every cell).
+        cells: (Hc, Wc) bool cells the stem computed (all True when ``auto`` chose every
+            cell or the plain dense forward).
         cell: cell edge in pixels.
         windows: (B, 4) int windows (y0, x0, h, w) in stride-8 units.
+        path: ``windows``, ``every_cell`` or ``dense`` (``sparse_yolo.engine.policy``).
+        predicted_ms: ``auto``'s predicted milliseconds of every candidate path (empty for
+            an explicit backend).
     """
 
     backend: str
@@ -75,6 +79,8 @@ class EngineRun:
     cells: np.ndarray
     cell: int
     windows: np.ndarray
+    path: str = "windows"
+    predicted_ms: dict[str, float] = field(default_factory=dict)
 
     @property
     def active_fraction(self) -> float:

@@ -6,9 +6,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import SHARED, SHARED_WEIGHTS, tiny_model
+from helpers import COST_STUB, SHARED, SHARED_WEIGHTS, tiny_model
 
 from sparse_yolo.model.yolo import SparseYOLO
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stub_costs(tmp_path_factory):
+    """``backend: auto`` decides with a fixed CPU cost table instead of calibrating, and no
+    test writes to the user's cache (subprocesses inherit both)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SPARSE_YOLO_COSTS", str(COST_STUB))
+    patch.setenv("SPARSE_YOLO_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,8 @@ from sparse_yolo.model.yolo import SparseYOLO
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_WEIGHTS = SHARED / "weights" / "yolov8n.pt"
+# The cost table backend=auto decides with in tests (docs/engine.md): no calibration.
+COST_STUB = Path(__file__).resolve().parent / "data" / "costs_cpu.json"
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

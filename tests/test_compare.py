@@ -31,11 +31,11 @@ from sparse_yolo.cli import main
 from sparse_yolo.commands.compare import expand_multi_values
 from sparse_yolo.config import ModelConfig, WindowConfig
 from sparse_yolo.detector import Detector
+from sparse_yolo.engine.windows import plan_windows
 from sparse_yolo.eval.labels import COCO_NAMES
 from sparse_yolo.eval.metrics import match_recall
 from sparse_yolo.masks import cell_grid
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.model.windows import plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
 
 CPU = torch.device("cpu")

@@ -8,9 +8,8 @@ import pytest
 import torch
 from rasterio.windows import Window
 
-from sparse_yolo.config import MaskConfig, WindowConfig
+from sparse_yolo.config import MaskConfig
 from sparse_yolo.masks import MASKS, cell_grid, gradient_scores, make_mask
-from sparse_yolo.model.windows import group_by_shape, plan_windows
 
 CELL = 16
 
@@ -83,24 +82,6 @@ def test_all_mask_and_registry():
         make_mask(MaskConfig(name="nope"))
 
 
-def test_windows_cover_active_cells_aligned_and_cheap():
-    cells = np.zeros((40, 60), bool)
-    cells[5:8, 5:9] = True
-    cells[5:8, 10:14] = True  # close neighbour: merging is cheaper than two windows
-    cells[30:33, 50:55] = True  # far away: its own window
-    win = plan_windows(cells, CELL, WindowConfig(margin=4))
-    assert len(win) == 2
-    assert (win % 4 == 0).all()  # stride-32 aligned, sizes multiples of 4 stride-8 cells
-    cover = np.zeros((80, 120), bool)
-    for y0, x0, h, w in win:
-        cover[y0 : y0 + h, x0 : x0 + w] = True
-    active8 = cells.repeat(2, 0).repeat(2, 1)
-    assert cover[active8].all()
-    assert (win[:, 0] + win[:, 2] <= 80).all() and (win[:, 1] + win[:, 3] <= 120).all()
-    assert plan_windows(np.zeros((4, 4), bool), CELL, WindowConfig()).shape == (0, 4)
-    assert plan_windows(np.ones((4, 4), bool), CELL, WindowConfig()).tolist() == [[0, 0, 8, 8]]
-
-
 def test_coarse_cascade_marks_cells_of_confident_detections(shared):
     from sparse_yolo import Detector
 
@@ -118,47 +99,6 @@ def test_coarse_cascade_marks_cells_of_confident_detections(shared):
 def test_coarse_mask_needs_the_detector():
     with pytest.raises(ValueError, match="needs the detector"):
         make_mask(MaskConfig(name="coarse"))(plain(64, 64))
-
-
-def test_many_small_windows_share_few_shapes():
-    rng = np.random.default_rng(0)
-    cells = np.zeros((200, 200), bool)
-    for y, x in rng.integers(0, 195, (60, 2)):
-        cells[y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = True
-    win = plan_windows(cells, CELL, WindowConfig(margin=4))
-    shapes = {tuple(s) for s in win[:, 2:].tolist()}
-    assert len(win) > 40 and len(shapes) <= 12  # a ladder of 3 edge sizes here, not 57 shapes
-    assert (win[:, :2] >= 0).all() and (win[:, :2] + win[:, 2:] <= 400).all()
-
-
-def _contains(outer, inner):
-    return (outer[:2] <= inner[:2]).all() and (outer[:2] + outer[2:] >= inner[:2] + inner[2:]).all()
-
-
-def test_windows_grow_to_shared_shapes_when_a_forward_costs_more():
-    """group_by_shape(forward_cells=...): the CUDA batching. Fewer shapes, every window kept
-    inside a grown one on the stride-32 lattice and inside the grid; 0 keeps exact shapes."""
-    rng = np.random.default_rng(1)
-    cells = np.zeros((136, 240), bool)  # a 4K frame's 16 px cells
-    for y, x in rng.integers(0, 130, (12, 2)) * [1, 2]:
-        cells[y : y + rng.integers(1, 7), x : x + rng.integers(1, 7)] = True
-    win = plan_windows(cells, CELL, WindowConfig())
-    grid = (272, 480)
-    exact = group_by_shape(win)
-    assert [g.tolist() for g in group_by_shape(win, grid, 0)] == [g.tolist() for g in exact]
-    assert len(exact) >= 3
-    shared = group_by_shape(win, grid, 64 * 1024)
-    grown = torch.cat(shared).numpy()
-    assert len(shared) < len(exact) and len(grown) == len(win)
-    assert all(len({tuple(b[2:]) for b in g.tolist()}) == 1 for g in shared)
-    assert (grown[:, :2] % 4 == 0).all() and (grown[:, :2] >= 0).all()
-    assert (grown[:, :2] + grown[:, 2:] <= grid).all()
-    for w in win:  # each planned window lies in a grown window of its own
-        assert any(_contains(g, w) for g in grown)
-    extra = (grown[:, 2] * grown[:, 3]).sum() - (win[:, 2] * win[:, 3]).sum()
-    assert 0 < extra <= 64 * 1024 * len(win)
-    with pytest.raises(ValueError, match="grid size"):
-        group_by_shape(win, None, 1024)
 
 
 @pytest.mark.parametrize(("h", "w"), [(203, 317), (64, 96), (2, 40)])

@@ -103,8 +103,8 @@ def test_sparse_pipeline_matches_dense_backend_on_real_image(shared, mask):
 def test_windowed_remainder_identical_across_backends(tiny):
     """Raw Detect outputs of every planned window agree between gather and dense."""
     from sparse_yolo.config import MaskConfig, WindowConfig
+    from sparse_yolo.engine.windows import group_by_shape, plan_windows
     from sparse_yolo.masks import make_mask
-    from sparse_yolo.model.windows import group_by_shape, plan_windows
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
     from sparse_yolo.sparse.stem import run_stem
@@ -179,7 +179,7 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
 
 def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
     """Nodata (black here) must not darken the background the skipped cells stand for."""
-    import sparse_yolo.engine as engine_mod
+    import sparse_yolo.engine.runner as engine_mod
     from sparse_yolo.config import DetectorConfig
     from sparse_yolo.sparse.active import ActivePyramid
 

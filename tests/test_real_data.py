@@ -80,20 +80,21 @@ def test_half_detects_what_float_detects(shared):
 def test_windows_grown_to_shared_shapes_find_the_same_objects(shared, monkeypatch):
     """The CUDA batching (windows grown to shared shapes) forced on CPU: the grown windows only
     add real context around each planned window, so the detections stay the same objects."""
-    from sparse_yolo import engine  # noqa: PLC0415
     from sparse_yolo.bench.scenes import sparse_scene  # noqa: PLC0415
+    from sparse_yolo.engine import runner  # noqa: PLC0415
 
     image = sparse_scene(0, 0.1, (1088, 1920), data_dir=shared)[0]
     det = Detector(shared / "weights" / "yolov8n.pt", "gather", "gradient", device="cpu")
-    batches = []
-    real_batches = det.engine._batches
+    forwards = []
+    real_remainder = det.engine.remainder
     monkeypatch.setattr(
-        det.engine, "_batches", lambda *a: batches.append(list(real_batches(*a))) or batches[-1]
+        det.engine, "remainder", lambda p3: forwards.append(len(p3)) or real_remainder(p3)
     )
     ref = det.predict_array(image)
-    monkeypatch.setitem(engine.FORWARD_CELLS, "cpu", 64 * 1024)
+    n_ref = len(forwards)
+    monkeypatch.setitem(runner.FORWARD_CELLS, "cpu", 64 * 1024)
     got = det.predict_array(image)
-    assert len(batches[0]) > 1 and len(batches[1]) == 1  # one forward instead of one per shape
+    assert n_ref > 1 and len(forwards) == n_ref + 1  # one forward instead of one per shape
     assert len(ref.detections) > 10
     assert match_recall(got.detections, ref.detections, iou=0.7) > 0.95
     assert match_recall(ref.detections, got.detections, iou=0.7) > 0.95

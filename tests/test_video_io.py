@@ -167,13 +167,16 @@ def test_engine_reuses_plan_while_active_set_unchanged(tiny):
 
     from sparse_yolo.config import DetectorConfig  # noqa: PLC0415
     from sparse_yolo.engine import SparseEngine  # noqa: PLC0415
+    from sparse_yolo.masks import MaskResult  # noqa: PLC0415
 
-    engine = SparseEngine(tiny, DetectorConfig())
+    engine = SparseEngine(tiny, DetectorConfig(backend="gather"))
     cells = blob_cells((8, 10), 0.2)
-    windows, pyramid = engine.plan(cells, 16)
+    windows = engine.plan(MaskResult(cells, cells.astype(np.float32), 16)).windows
+    pyramid = engine.active_pyramid(cells, 16)
     pyramid.level(8).neighbours()  # tables built by the first frame's stem
-    again, same = engine.plan(cells.copy(), 16)
+    again = engine.plan(MaskResult(cells.copy(), cells.astype(np.float32), 16)).windows
+    same = engine.active_pyramid(cells.copy(), 16)
     assert same is pyramid and again is windows and "subm" in same.level(8)._tables
     moved = np.roll(cells, 1, axis=1)
-    _, other = engine.plan(moved, 16)
+    other = engine.active_pyramid(moved, 16)
     assert other is not pyramid and np.array_equal(other.cells.numpy(), moved)

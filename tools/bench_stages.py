@@ -2,19 +2,20 @@
 
 For each frame and backend it runs ``Detector.predict_array`` (--runs times after two
 warm-ups, CUDA synchronised at every stage) and prints the median seconds of each stage:
-``upload`` (the frame to the GPU), ``mask`` (cell mask), ``plan`` (windows), ``stem``,
+``upload`` (the frame to the GPU), ``mask`` (cell mask), ``plan`` (windows and path), ``stem``,
 ``densify`` (fill and window crops), ``remainder`` (dense rest of the network and candidate
 head), ``merge`` (NMS) and ``total``. bench_e2e gives the ratios; this says what to fix.
 
 Usage:
   python tools/bench_stages.py [--device cpu|cuda] [--half] [--backends gather dense]
-      [--mask gradient] [--runs 5] [--threads N] [--scenes sparse urban] [--seed 0]
+      [--mask gradient] [--runs 5] [--threads N] [--scenes sparse urban water] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +23,9 @@ from _shared import shared_dir
 
 from sparse_yolo.bench.scenes import sparse_scene, urban_scene
 from sparse_yolo.detector import Detector
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_e2e import water_tile  # noqa: E402
 
 STAGES = ("upload", "mask", "plan", "stem", "densify", "remainder", "merge", "total")
 
@@ -36,25 +40,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scenes", nargs="+", default=["sparse", "urban"], choices=["sparse", "urban"])
+    ap.add_argument(
+        "--scenes", nargs="+", default=["sparse", "urban"], choices=["sparse", "urban", "water"]
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"{'frame':<7} {'backend':<8} " + " ".join(f"{s:>9}" for s in STAGES) + "   (ms)")
+    print(f"{'frame':<7} {'path':<16} " + " ".join(f"{s:>9}" for s in STAGES) + "   (ms)")
     for name in args.scenes:
-        image = (sparse_scene if name == "sparse" else urban_scene)(
-            args.seed, data_dir=shared_dir()
-        )[0]
+        if name == "water":
+            image = water_tile(args.seed)
+        else:
+            scene = sparse_scene if name == "sparse" else urban_scene
+            image = scene(args.seed, data_dir=shared_dir())[0]
         for backend in args.backends:
             det = Detector(args.weights, backend, args.mask, device=args.device, half=args.half)
             for _ in range(2):
                 det.predict_array(image)
-            runs = [det.predict_array(image).stats for _ in range(args.runs)]
+            runs = [det.predict_array(image) for _ in range(args.runs)]
             ms = {
-                s: statistics.median(r["seconds"].get(s, 0.0) for r in runs) * 1e3 for s in STAGES
+                s: statistics.median(r.stats.seconds.get(s, 0.0) for r in runs) * 1e3
+                for s in STAGES
             }
-            used = runs[-1]["backend"]
-            print(f"{name:<7} {used:<8} " + " ".join(f"{ms[s]:9.1f}" for s in STAGES))
+            used = f"{runs[-1].engine.path}:{runs[-1].engine.backend}"
+            print(f"{name:<7} {used:<16} " + " ".join(f"{ms[s]:9.1f}" for s in STAGES))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ def model_options(f):
         click.option(
             "--backend",
             type=click.Choice(["auto", "gather", "spconv", "dense"]),
-            help="Sparse stem kernels. auto: gather on CPU (dense when most cells are "
-            "active), dense on CUDA (faster there than spconv, measured).",
+            help="Sparse stem kernels. auto: per frame, whichever of sparse windows, every "
+            "cell or plain dense a cost model of this device predicts cheapest (see "
+            "'sparse-yolo calibrate').",
         ),
         click.option(
             "--mask",

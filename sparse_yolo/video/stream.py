@@ -124,7 +124,7 @@ def _engine_with_conf(engine: SparseEngine, conf: float) -> SparseEngine:
     the output threshold feed persistence only."""
     view = copy.copy(engine)
     view.cfg = engine.cfg.replace(**{"post.conf": conf})
-    view._last_plan = None
+    view._last_plan = {}
     return view
 
 
