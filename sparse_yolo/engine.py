@@ -21,7 +21,7 @@ from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
-from sparse_yolo.sparse.stem import flat_response, run_stem
+from sparse_yolo.sparse.stem import densify, flat_response, run_stem
 
 # Above this active fraction the gather kernel loses to dense convolution plus masks on CPU.
 # Measured on a 4K frame, 2 threads, blob masks: gather 131/219/316/446/867 ms against dense
@@ -138,13 +138,16 @@ class SparseEngine:
         dets = []
         for boxes in self._batches(windows, grid_hw):
             with timer.stage("densify"):
-                batch = backend.windows(feats, boxes.to(self.device), fill)
+                batch = densify(backend, feats, boxes.to(self.device), fill)
             with timer.stage("remainder"):
                 cand = self.model.detect_p3(batch, self.cfg.post.conf)
             with timer.stage("merge"):
                 dets.append(self._window_nms(cand, boxes))
         with timer.stage("merge"):
-            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post)
+            # an end-to-end head's one window is final as Ultralytics leaves it; overlapping
+            # windows see objects twice, so their union is merged by NMS
+            single = self.model.end2end and len(windows) == 1
+            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post, not single)
         return out, info
 
     def _fill(
@@ -153,8 +156,8 @@ class SparseEngine:
         pyramid: ActivePyramid,
         valid: np.ndarray | None,
         frame: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
-        """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response.
+    ) -> list[torch.Tensor] | None:
+        """(C,) features for inactive sites per stem output: the stem's flat mean-colour response.
 
         The mean colour (of valid pixels) is taken on the uploaded ``frame`` when there is one
         (a CUDA frame: no pass over the pixels on the CPU), else with OpenCV on ``image``.
@@ -171,7 +174,7 @@ class SparseEngine:
             weights = None if use is None else use.astype(np.uint8)
             bgr = torch.tensor(cv2.mean(image, weights)[:3], device=self.device)
         rgb = (bgr.flip(0) / 255).to(self.device, self.model.dtype)[None]
-        return flat_response(self.model.stem, rgb)[0]
+        return [f[0] for f in flat_response(self.model.stem, rgb)]
 
     def _batches(self, windows: np.ndarray, grid_hw: tuple[int, int]) -> Iterator[torch.Tensor]:
         forward_cells = FORWARD_CELLS.get(self.device.type, 0)
@@ -188,6 +191,10 @@ class SparseEngine:
         """
         post = self.cfg.post
         win = cand[:, 6].long()
+        if self.model.end2end:  # NMS-free head: Ultralytics keeps its top-k as they are
+            out = cand[:, :6].cpu()
+            out[:, :4] += (boxes[:, [1, 0, 1, 0]] * 8).to(out)[win.cpu()]
+            return out
         groups = win * (1 if post.agnostic else self.model.cfg.nc) + (
             0 if post.agnostic else cand[:, 5].long()
         )
@@ -199,7 +206,7 @@ class SparseEngine:
 
 
 def merge_detections(
-    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig
+    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig, suppress: bool = True
 ) -> torch.Tensor:
     """Merge detections from overlapping windows: clip to the image, then NMS.
 
@@ -207,6 +214,7 @@ def merge_detections(
         dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
         image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
         post: IoU threshold, class-agnostic flag and max_det.
+        suppress: run NMS (False: only clip, sort and cap).
 
     Returns:
         (M, 6) sorted by descending score, at most ``post.max_det`` rows.
@@ -216,6 +224,8 @@ def merge_detections(
     dets = dets[(cx < w) & (cy < h)]
     dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
     dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
+    if not suppress:
+        return dets[torch.argsort(dets[:, 4], descending=True, stable=True)[: post.max_det]]
     return nms(dets, post)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sparse_yolo import Detector, ModelConfig, SparseYOLO, SparseYoloError
+from sparse_yolo.model.graph import run_layers
 from sparse_yolo.model.loading import load_model
 from tests.conftest import SHARED_WEIGHTS, randomize_bn, scene, tiny_model
 
@@ -107,7 +108,7 @@ def test_windowed_remainder_identical_across_backends(tiny):
     from sparse_yolo.model.windows import group_by_shape, plan_windows
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
-    from sparse_yolo.sparse.stem import run_stem
+    from sparse_yolo.sparse.stem import densify, run_stem
 
     image = scene(224, 320, 8, seed=2)
     mask = make_mask(MaskConfig())(image)
@@ -120,7 +121,7 @@ def test_windowed_remainder_identical_across_backends(tiny):
             pyr = ActivePyramid(torch.from_numpy(mask.cells), mask.cell)
             feats = run_stem(tiny.stem, be, torch.from_numpy(image), pyr)
             preds[name] = [
-                tiny.forward_p3(be.windows(feats, g))[0] for g in group_by_shape(windows)
+                tiny.forward_p3(densify(be, feats, g))[0] for g in group_by_shape(windows)
             ]
     for a, b in zip(preds["gather"], preds["dense"], strict=False):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
@@ -132,7 +133,7 @@ def test_masked_training_forward_equals_sparse_inference(fill):
     inactive stride-8 sites included (filled the same way)."""
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
-    from sparse_yolo.sparse.stem import flat_response, run_stem
+    from sparse_yolo.sparse.stem import densify, flat_response, run_stem
     from tests.conftest import blob_cells
 
     model = tiny_model()
@@ -143,8 +144,10 @@ def test_masked_training_forward_equals_sparse_inference(fill):
         train_path = model(x, cells[None], fill=fill)[0]
         g = make_backend("gather")
         feats = run_stem(model.stem, g, image, ActivePyramid(cells, 16))
-        background = flat_response(model.stem, x.mean((2, 3)))[0] if fill == "flat" else None
-        p3 = g.windows(feats, torch.tensor([[0, 0, 8, 12]]), background)
+        background = [f[0] for f in flat_response(model.stem, x.mean((2, 3)))]
+        p3 = densify(
+            g, feats, torch.tensor([[0, 0, 8, 12]]), background if fill == "flat" else None
+        )
         sparse = model.forward_p3(p3)[0]
         zero_fill = model(x, cells[None], fill="zero")[0]
     torch.testing.assert_close(train_path, sparse, atol=1e-4, rtol=1e-4)
@@ -201,7 +204,7 @@ def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
         engine._fill(image, pyramid, None, frame)
         everything = ActivePyramid(torch.ones(2, 2, dtype=torch.bool), 32)
         assert engine._fill(image, everything, valid) is None  # nothing to fill
-    assert fill.shape == (engine.model.stem[-1].cv2.conv.out_channels,)
+    assert [f.shape for f in fill] == [(engine.model.stem[-1].cv2.conv.out_channels,)]
     torch.testing.assert_close(colours[0], torch.tensor([[100.0, 150.0, 200.0]]) / 255)
     torch.testing.assert_close(colours[1], torch.tensor([[50.0, 75.0, 100.0]]) / 255)
     torch.testing.assert_close(colours[2], colours[0])
@@ -216,10 +219,9 @@ def test_pan_neck_inference_path_equals_its_training_path(channels_last):
     model = randomize_bn(tiny_model(seed=7), 7).eval()
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():  # real P3-P5 of two 64 x 96 windows
-        p3 = model.dense_stem(torch.rand(2, 3, 64, 96, generator=g))
-        b = model.backbone
-        p4 = b[6](b[5](p3))
-        feats = [p3, p4, b[9](b[8](b[7](p4)))]
+        saved = {4: model.dense_stem(torch.rand(2, 3, 64, 96, generator=g))[-1]}
+        run_layers(model.backbone[5:], saved, set(model.neck_inputs))
+        feats = [saved[j] for j in model.neck_inputs]
     if channels_last:
         feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
     for neck in (model.neck, model.fused().neck):

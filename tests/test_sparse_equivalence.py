@@ -26,7 +26,7 @@ def _stem_outputs(model, image, cells, cell, names):
             backend = make_backend(name)
             feats = run_stem(
                 model.stem, backend, image, ActivePyramid(torch.from_numpy(cells), cell)
-            )
+            )[-1]
             out[name] = (backend, feats)
     return out
 
@@ -116,7 +116,7 @@ def test_flat_response_is_the_interior_of_a_large_flat_image(scale):
         x = colour[:, :, None, None].expand(1, 3, 640, 640).contiguous()
         for layer in model.stem:
             x = layer(x)
-        fill = flat_response(model.stem, colour)
+        fill = flat_response(model.stem, colour)[-1]
     assert x.abs().max() > 0.5  # features of real magnitude, so the tolerance means something
     torch.testing.assert_close(fill, x[:, :, 40, 40], atol=1e-5, rtol=1e-5)
     model.train()  # training-mode BatchNorm must not see (or learn from) the flat patch
@@ -155,8 +155,8 @@ def test_half_stem_follows_the_float_stem(backend):
     assert got.dtype == torch.float16
     scale = want.abs().max()
     assert scale > 0.1 and (got.float() - want).abs().max() < 5e-3 * scale
-    fill = flat_response(half.stem, torch.tensor([[0.3, 0.5, 0.7]], dtype=torch.float16))
-    ref_fill = flat_response(model.stem, torch.tensor([[0.3, 0.5, 0.7]]))
+    fill = flat_response(half.stem, torch.tensor([[0.3, 0.5, 0.7]], dtype=torch.float16))[-1]
+    ref_fill = flat_response(model.stem, torch.tensor([[0.3, 0.5, 0.7]]))[-1]
     assert fill.dtype == torch.float16
     torch.testing.assert_close(
         fill.float(), ref_fill, atol=5e-3 * float(ref_fill.abs().max()), rtol=0
@@ -173,8 +173,9 @@ def test_stem_with_every_cell_equals_ultralytics_modules(backend):
     image = torch.from_numpy(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
     be = make_backend(backend)
     with torch.inference_mode():
-        out = be.grid(run_stem(model.stem, be, image, ActivePyramid(torch.ones(6, 8).bool(), 16)))
-        ref = model.dense_stem(image.permute(2, 0, 1).flip(0)[None].float() / 255)
+        pyramid = ActivePyramid(torch.ones(6, 8).bool(), 16)
+        out = be.grid(run_stem(model.stem, be, image, pyramid)[-1])
+        ref = model.dense_stem(image.permute(2, 0, 1).flip(0)[None].float() / 255)[-1]
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
