@@ -97,7 +97,7 @@ def run_layers(
     """
     x = None
     for m in layers:
-        src = [saved[j] if j in saved else x for j in sources(m)]
+        src = [saved.get(j, x) for j in sources(m)]
         x = m(src[0] if isinstance(m.f, int) else src)
         if m.i in keep:
             saved[m.i] = x

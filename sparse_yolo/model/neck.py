@@ -89,7 +89,7 @@ class GraphNeck(nn.Module):
                 k += 3
             else:
                 m = ms[k]
-                src = [saved[j] if j in saved else x for j in sources(m)]
+                src = [saved.get(j, x) for j in sources(m)]
                 x = m(src[0] if isinstance(m.f, int) else src)
                 k += 1
             if m.i in self.keep:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ultralytics.nn.modules import C2f, C3, C3k2, Bottleneck, Conv
+from ultralytics.nn.modules import C3, Bottleneck, C2f, C3k2, Conv
 from ultralytics.nn.modules.block import C3k
 
 from sparse_yolo.errors import SparseYoloError
