@@ -208,7 +208,7 @@ class SparseEngine:
 def merge_detections(
     dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig, suppress: bool = True
 ) -> torch.Tensor:
-    """Merge detections from overlapping windows: clip to the image, then NMS.
+    """Merge detections from overlapping windows: NMS, then clip to the image.
 
     Args:
         dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
@@ -222,11 +222,13 @@ def merge_detections(
     h, w = image_hw
     cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
     dets = dets[(cx < w) & (cy < h)]
+    if suppress:  # on the boxes as predicted, then clip: Ultralytics' order
+        dets = nms(dets, post)
+    else:
+        dets = dets[torch.argsort(dets[:, 4], descending=True, stable=True)[: post.max_det]]
     dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
     dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
-    if not suppress:
-        return dets[torch.argsort(dets[:, 4], descending=True, stable=True)[: post.max_det]]
-    return nms(dets, post)
+    return dets
 
 
 def nms(dets: torch.Tensor, post: PostprocessConfig) -> torch.Tensor:

@@ -1,0 +1,124 @@
+"""Any Ultralytics detector: YOLOv8, YOLO11, YOLO26, P2 and P6 heads, any class count.
+
+Each family is built from Ultralytics' own YAML with random weights (BatchNorm randomised,
+class convs scaled so scores spread), saved as Ultralytics saves it (fp16), and loaded as a
+user's ``best.pt`` would be.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from sparse_yolo import Detector
+from sparse_yolo.masks import MaskResult
+from sparse_yolo.model.loading import load_model
+from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.backends import make_backend, spconv_available
+from sparse_yolo.sparse.stem import run_stem
+from tests.conftest import blob_cells, scene
+from tests.families import match, random_checkpoint, ultralytics_predict
+
+SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
+# (model, nc, end2end): every family and size the issue names, class counts spread over them.
+# The s and m sizes repeat the n graphs wider; they run with -m slow.
+SLOW = pytest.mark.slow
+FAMILIES = [
+    pytest.param("yolov8n.yaml", 80, None, id="yolov8n-80"),
+    pytest.param("yolov8s.yaml", 10, None, id="yolov8s-10", marks=SLOW),
+    pytest.param("yolov8n-p2.yaml", 1, None, id="yolov8n-p2-1"),
+    pytest.param("yolov8n-p6.yaml", 10, None, id="yolov8n-p6-10"),
+    pytest.param("yolo11n.yaml", 1, None, id="yolo11n-1"),
+    pytest.param("yolo11s.yaml", 80, None, id="yolo11s-80", marks=SLOW),
+    pytest.param("yolo11m.yaml", 10, None, id="yolo11m-10", marks=SLOW),
+    # end-to-end: the one-to-one head, top-k, no NMS; then the same family with NMS
+    pytest.param("yolo26n.yaml", 80, True, id="yolo26n-e2e-80"),
+    pytest.param("yolo26n.yaml", 10, False, id="yolo26n-nms-10"),
+    pytest.param("yolo26s.yaml", 1, True, id="yolo26s-e2e-1", marks=SLOW),
+]
+IMAGE_HW = (128, 192)  # multiples of 64: the zero-padded tensor is the image for P6 too
+POST = {"post.iou": 0.7, "post.max_det": 1000, "post.conf": 0.25}  # below max_det
+
+
+def _image(seed: int = 1) -> np.ndarray:
+    """Textured everywhere (blurred noise under the objects): a flat background gives equal
+    scores at shifted anchors, and NMS would then depend on tie-breaking."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8), (5, 5), 0)
+    return cv2.addWeighted(scene(*IMAGE_HW, n_objects=10, seed=seed), 0.5, noise, 0.5, 0)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """Saved random-weight checkpoints, built once per module."""
+    root = tmp_path_factory.mktemp("families")
+    cache = {}
+
+    def get(name: str, nc: int, e2e: bool | None):
+        key = (name, nc, e2e)
+        if key not in cache:
+            path = root / f"{name.removesuffix('.yaml')}-{nc}-{e2e}.pt"
+            seed = zlib.crc32(path.name.encode()) % 1000  # the same whichever test asks first
+            random_checkpoint(path, name, nc, [_image()], seed=seed, end2end=e2e)
+            cache[key] = path
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize(("name", "nc", "e2e"), FAMILIES)
+def test_mask_all_equals_ultralytics(checkpoints, name, nc, e2e):
+    """--mask all computes Ultralytics' forward and post-processing on the same tensor, with
+    the dense reference and with the gather kernel over every cell: in float64 (the same
+    function: boxes within 1e-3 px) and in float32 (the same detections, boxes within the
+    1e-2 px that float32 rounding of random weights leaves)."""
+    path = checkpoints(name, nc, e2e)
+    image = _image()
+    model = load_model(path)
+    assert model.cfg.nc == nc and model.end2end == bool(e2e)
+    for dtype, atol, score_atol in ((torch.float64, 1e-3, 1e-6), (torch.float32, 1e-2, 1e-4)):
+        ref, outside = ultralytics_predict(path, image, dtype)
+        assert len(ref) >= 3, "random weights must give detections to compare"
+        assert outside <= max(2, 0.2 * len(ref))  # centred beyond the image: ultralytics_predict
+        for backend in ("dense", "gather"):
+            det = Detector(model.to(dtype), backend=backend, mask="all", device="cpu", **POST)
+            res = det.predict(image)
+            ours = np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1)
+            match(ours, ref, atol, score_atol)
+
+
+@pytest.mark.parametrize(("name", "nc", "e2e"), FAMILIES)
+def test_sparse_backends_equal_dense_reference_with_blob_masks(checkpoints, name, nc, e2e):
+    """Every stem output (stride 4 and 8 for P2) of the sparse backends equals the dense
+    reference on a random blob mask (2 threads, atol 1e-4), and so do the detections of
+    the whole engine on the same mask."""
+    model = load_model(checkpoints(name, nc, e2e)).fused()
+    image = _image()
+    cells = blob_cells((IMAGE_HW[0] // 16, IMAGE_HW[1] // 16), 0.35, seed=nc)
+    pyramid = lambda: ActivePyramid(torch.from_numpy(cells), 16)  # noqa: E731
+    frame = torch.from_numpy(image)
+    with torch.inference_mode():
+        dense_be = make_backend("dense")
+        ref = [dense_be.grid(f) for f in run_stem(model.stem, dense_be, frame, pyramid())]
+        for backend in SPARSE:
+            be = make_backend(backend)
+            outs = [be.grid(f) for f in run_stem(model.stem, be, frame, pyramid())]
+            assert len(outs) == len(model.stem.outputs) == len(ref)
+            for a, b in zip(outs, ref, strict=True):
+                assert b.abs().max() > 0.01
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    fixed = MaskResult(cells, cells.astype(np.float32), 16)
+    runs = {}
+    for backend in ("gather", "dense"):
+        det = Detector(model, backend=backend, device="cpu", **{**POST, "post.conf": 0.02})
+        det.mask = lambda img, valid=None, frame=None: fixed
+        runs[backend] = det.predict_array(image)
+    a, b = (
+        np.concatenate([r.boxes, r.scores[:, None], r.classes[:, None]], 1) for r in runs.values()
+    )
+    assert len(a) > 0
+    match(a, b, atol=1e-3, score_atol=1e-4)
