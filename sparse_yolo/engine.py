@@ -19,7 +19,7 @@ from sparse_yolo.config import DetectorConfig, PostprocessConfig
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
-from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.active import ActivePyramid, pad_cells
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
 from sparse_yolo.sparse.stem import densify, flat_response, run_stem
 
@@ -110,10 +110,11 @@ class SparseEngine:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
             and facts about the run (backend, windows).
         """
-        cells = mask.cells
+        cells = pad_cells(mask.cells, mask.cell, self.model.max_stride)  # P6: 64 px
+        align = self.model.max_stride // 8
         backend = self.backend_for(mask.active_fraction)
         with timer.stage("plan"):
-            windows = plan_windows(cells, mask.cell, self.cfg.window)
+            windows = plan_windows(cells, mask.cell, self.cfg.window, align)
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
         grid = grid_hw[0] * grid_hw[1]
         covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
@@ -123,7 +124,7 @@ class SparseEngine:
             # the frame anyway: compute every cell (exactly the dense network, better recall).
             cells = np.ones_like(cells)
             with timer.stage("plan"):
-                windows = plan_windows(cells, mask.cell, self.cfg.window)
+                windows = plan_windows(cells, mask.cell, self.cfg.window, align)
             covered = 1.0
             info["active_fraction"] = 1.0
         info.update(n_windows=len(windows), window_fraction=covered)
@@ -136,7 +137,7 @@ class SparseEngine:
         with timer.stage("densify"):
             fill = self._fill(image, pyramid, valid, frame)
         dets = []
-        for boxes in self._batches(windows, grid_hw):
+        for boxes in self._batches(windows, grid_hw, align):
             with timer.stage("densify"):
                 batch = densify(backend, feats, boxes.to(self.device), fill)
             with timer.stage("remainder"):
@@ -176,9 +177,11 @@ class SparseEngine:
         rgb = (bgr.flip(0) / 255).to(self.device, self.model.dtype)[None]
         return [f[0] for f in flat_response(self.model.stem, rgb)]
 
-    def _batches(self, windows: np.ndarray, grid_hw: tuple[int, int]) -> Iterator[torch.Tensor]:
+    def _batches(
+        self, windows: np.ndarray, grid_hw: tuple[int, int], align: int
+    ) -> Iterator[torch.Tensor]:
         forward_cells = FORWARD_CELLS.get(self.device.type, 0)
-        for group in group_by_shape(windows, grid_hw, forward_cells):
+        for group in group_by_shape(windows, grid_hw, forward_cells, align):
             per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
             yield from group.split(per)
 

@@ -122,3 +122,55 @@ def test_sparse_backends_equal_dense_reference_with_blob_masks(checkpoints, name
     )
     assert len(a) > 0
     match(a, b, atol=1e-3, score_atol=1e-4)
+
+
+def test_p6_windows_align_to_stride_64(checkpoints):
+    """A P6 head reads stride 64: windows start and end on the 64 px lattice (8 stride-8
+    cells), cell masks are padded to it, and sparse detections run and agree across
+    backends on a frame whose side is not a multiple of 64."""
+    from sparse_yolo.config import WindowConfig
+    from sparse_yolo.model.windows import plan_windows
+    from sparse_yolo.sparse.active import pad_cells
+
+    cells = pad_cells(blob_cells((10, 14), 0.2, seed=3), 32, 64)  # 320 x 448 px -> 64 px
+    assert cells.shape == (10, 14) and pad_cells(cells[:9], 32, 64).shape == (10, 14)
+    for align in (4, 8):
+        windows = plan_windows(cells, 32, WindowConfig(margin=1), align)
+        assert len(windows) and (windows % align == 0).all()
+    model = load_model(checkpoints("yolov8n-p6.yaml", 10, None))
+    assert model.max_stride == 64
+    image = cv2.resize(_image(), (440, 300))  # pads to 320 x 448
+    cells = np.zeros((10, 14), bool)
+    cells[2:4, 3:5] = cells[6:9, 10:12] = True
+    fixed = MaskResult(cells, cells.astype(np.float32), 32)
+    runs = []
+    for backend in ("gather", "dense"):
+        det = Detector(model, backend=backend, device="cpu", **{**POST, "post.conf": 0.02})
+        det.mask = lambda img, valid=None, frame=None: fixed
+        res = det.predict_array(image)
+        assert res.stats["n_windows"] >= 1 and res.stats["window_fraction"] < 1
+        runs.append(np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1))
+    assert len(runs[0]) > 0
+    match(*runs, atol=1e-3, score_atol=1e-4)
+
+
+def test_p2_windows_are_densified_at_stride_4_and_8_over_the_same_boxes(checkpoints):
+    """A P2 head reads the stem's stride-4 output too: each window is cut from both levels
+    over the same box (stride-4 crops twice the size), and equals the grids there."""
+    from sparse_yolo.sparse.stem import densify
+
+    model = load_model(checkpoints("yolov8n-p2.yaml", 1, None)).fused()
+    assert model.stem.outputs == (2, 4) and model.stem_strides == (4, 8)
+    cells = blob_cells((8, 12), 0.3, seed=5)
+    boxes = torch.tensor([[0, 0, 8, 12], [4, 8, 8, 12]])
+    frame = torch.from_numpy(_image())
+    with torch.inference_mode():
+        for name in ("gather", "dense"):
+            be = make_backend(name)
+            feats = run_stem(model.stem, be, frame, ActivePyramid(torch.from_numpy(cells), 16))
+            wins = densify(be, feats, boxes)
+            grids = [be.grid(f)[0] for f in feats]
+            assert [tuple(w.shape[-2:]) for w in wins] == [(16, 24), (8, 12)]
+            for win, grid, r in zip(wins, grids, (2, 1), strict=True):
+                for (y0, x0, h, w), crop in zip((boxes * r).tolist(), win, strict=True):
+                    torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
