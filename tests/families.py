@@ -42,7 +42,7 @@ def spread_scores(
 ) -> None:
     """Scale the last convs of the Detect head (both branches of an end-to-end head) to the
     features of ``sample`` ((B, 3, H, W) RGB in [0, 1]): class logits spread with ``std``,
-    biased so that about ``share`` of its anchors score above 0.25 (distinct scores, some
+    biased so that at least about ``share`` of each image's anchors score above 0.25 (distinct scores, some
     detections); box distances vary around a fraction of a stride (boxes near their
     anchors, of varied shapes)."""
     g = torch.Generator().manual_seed(seed)
@@ -70,8 +70,9 @@ def spread_scores(
     for branch in (head.cv3, getattr(head, "one2one_cv3", None)):
         if branch is None:
             continue
-        best = torch.cat([seen[seq[-1]][1].amax(1).flatten() for seq in branch])
-        bias = math.log(0.25 / 0.75) - float(best.quantile(1 - share))
+        best = torch.cat([seen[seq[-1]][1].amax(1).flatten(1) for seq in branch], 1)
+        # the image that scores lowest still gets its share (features vary a lot by image)
+        bias = math.log(0.25 / 0.75) - float(best.quantile(1 - share, dim=1).min())
         for seq in branch:
             seq[-1].bias.data.fill_(bias)
 

@@ -174,3 +174,30 @@ def test_p2_windows_are_densified_at_stride_4_and_8_over_the_same_boxes(checkpoi
             for win, grid, r in zip(wins, grids, (2, 1), strict=True):
                 for (y0, x0, h, w), crop in zip((boxes * r).tolist(), win, strict=True):
                     torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
+
+
+@pytest.mark.parametrize("name", ["yolo11n.yaml", "yolov8n-p2.yaml"])
+def test_detect_cli_end_to_end_on_shared_frames(shared, tmp_path, name):
+    """`sparse-yolo detect` on the shared VisDrone frames with a user's saved checkpoint of
+    another family (random weights, saved as Ultralytics saves them): valid GeoJSON with
+    detections, with the default sparse mask and backend."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sparse_yolo.cli import main
+
+    frames = sorted((shared / "data" / "visdrone" / "images").glob("*.jpg"))
+    samples = [cv2.imread(str(f))[:736, :1344] for f in frames]  # multiples of 32
+    weights = tmp_path / "best.pt"
+    random_checkpoint(weights, name, 10, samples, seed=3)
+    for f in frames:
+        out = tmp_path / f"{f.stem}.geojson"
+        args = ["detect", str(f), "-o", str(out), "--weights", str(weights), "--conf", "0.1"]
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+        data = json.loads(out.read_text())
+        assert data["type"] == "FeatureCollection" and len(data["features"]) > 0
+        assert {ft["properties"]["class_name"] for ft in data["features"]} <= {
+            f"c{i}" for i in range(10)
+        }

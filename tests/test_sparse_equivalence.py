@@ -207,7 +207,7 @@ def _stem_of(module: torch.nn.Module, c: int = 16):
 
 
 def _module_cases():
-    from ultralytics.nn.modules import C2f, C3, Bottleneck, C3k2, Conv
+    from ultralytics.nn.modules import C3, Bottleneck, C2f, C3k2, Conv
     from ultralytics.nn.modules.block import C3k
 
     for shortcut in (True, False):
