@@ -164,8 +164,9 @@ class SparseYOLO(nn.Module):
             saved[m.i] = x
         return [saved[j] for j in self.stem.outputs]
 
-    def features(self, stem_out: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
-        """Stem outputs -> the Detect head's input maps (the rest of backbone, the neck).
+    def backbone_features(self, stem_out: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stem outputs -> the backbone maps the neck reads (``feature_info``): the one home of
+        the backbone after the stem, run with the checkpoint's routing.
 
         Args:
             stem_out: one (B, C, h, w) batch per ``stem.outputs`` (a tensor when one), at
@@ -175,7 +176,11 @@ class SparseYOLO(nn.Module):
         outs = [stem_out] if isinstance(stem_out, torch.Tensor) else list(stem_out)
         saved = dict(zip(self.stem.outputs, outs, strict=True))
         run_layers(self.backbone[len(self.stem) :], saved, self._keep)
-        return self.neck([saved[j] for j in self.neck_inputs])
+        return [saved[j] for j in self.neck_inputs]
+
+    def features(self, stem_out: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
+        """Stem outputs -> the Detect head's input maps (backbone after the stem, the neck)."""
+        return self.neck(self.backbone_features(stem_out))
 
     def forward_p3(self, stem_out: torch.Tensor | list[torch.Tensor]):
         """Dense remainder: stem outputs -> Detect output (Ultralytics' eval output:
