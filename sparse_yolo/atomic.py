@@ -6,6 +6,7 @@ failure never leaves a partial file.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -44,3 +45,9 @@ def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         if isinstance(exc, OSError):
             raise SparseYoloError(f"cannot write: {exc.strerror or exc}", path) from exc
         raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    with atomic_open(path) as f:
+        json.dump(data, f, indent=2)

@@ -6,13 +6,12 @@ Every user-facing failure is a ``SparseYoloError``; the group turns it into a on
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from sparse_yolo.commands import compare, detect, train
 from sparse_yolo.errors import SparseYoloError
 
 
@@ -45,98 +44,5 @@ def main() -> None:
     """
 
 
-def model_options(f):
-    """Options shared by every command that runs the detector."""
-    options = [
-        click.option(
-            "--weights",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="sparse-yolo or Ultralytics YOLOv8 .pt; default $SPARSE_YOLO_WEIGHTS, "
-            "then Ultralytics' yolov8n.pt (downloaded).",
-        ),
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
-            help="Pipeline YAML (see configs/); command-line options override it.",
-        ),
-        click.option(
-            "--backend",
-            type=click.Choice(["auto", "gather", "spconv", "dense"]),
-            help="Sparse stem kernels. auto: gather on CPU (dense when most cells are "
-            "active), dense on CUDA (faster there than spconv, measured).",
-        ),
-        click.option("--mask", help="Cell mask: all, gradient, ... (default gradient)."),
-        click.option(
-            "--max-active",
-            type=click.FloatRange(0, 1, min_open=True),
-            help="Keep at most this fraction of cells (the best-scoring), for predictable latency.",
-        ),
-        click.option("--conf", type=click.FloatRange(0, 1), help="Confidence threshold (0.25)."),
-        click.option("--iou", type=click.FloatRange(0, 1, min_open=True), help="NMS IoU (0.5)."),
-        click.option("--device", help="torch device, e.g. cpu or cuda:0 (default: CUDA if any)."),
-        click.option(
-            "--half",
-            is_flag=True,
-            help="fp16 inference on CUDA (tensor cores); compare runs every method in fp16.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def build_detector(opts: dict[str, Any]):
-    """Detector from shared options (config file first, then CLI overrides)."""
-    from sparse_yolo.config import load_config  # noqa: PLC0415 - keep --help fast
-    from sparse_yolo.detector import Detector  # noqa: PLC0415
-
-    try:
-        cfg = load_config(opts.get("config_path"))
-    except (ValueError, TypeError, OSError) as exc:
-        raise SparseYoloError(f"bad config ({exc})", opts.get("config_path")) from exc
-    overrides = {
-        "backend": opts.get("backend"),
-        "mask.name": opts.get("mask"),
-        "post.conf": opts.get("conf"),
-        "post.iou": opts.get("iou"),
-        "tiling.tile": opts.get("tile"),
-        "tiling.overlap": opts.get("overlap"),
-        "tiling.merge": opts.get("merge"),
-    }
-    if opts.get("max_active") is not None:
-        overrides["mask.max_active"] = opts["max_active"]
-    if opts.get("half"):
-        overrides["half"] = True
-    try:
-        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-        detector = Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
-    except ValueError as exc:  # unknown mask/backend names, out-of-range values
-        raise SparseYoloError(str(exc)) from exc
-    device = detector.engine.device  # the Detector's own choice when --device is not given
-    if cfg.half and device.type != "cuda":
-        raise SparseYoloError(f"--half (fp16) needs a CUDA device, not {str(device)!r}")
-    return detector
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    from sparse_yolo.atomic import atomic_open  # noqa: PLC0415
-
-    with atomic_open(path) as f:
-        json.dump(data, f, indent=2)
-
-
-from sparse_yolo.commands import detect as _detect  # noqa: E402  (commands import this module)
-
-main.add_command(_detect.detect)
-main.add_command(_detect.batch)
-
-from sparse_yolo.commands import train as _train  # noqa: E402
-
-main.add_command(_train.train)
-main.add_command(_train.distill)
-
-from sparse_yolo.commands import compare as _compare  # noqa: E402
-
-main.add_command(_compare.compare)
+for _command in (detect.detect, detect.batch, train.train, train.distill, compare.compare):
+    main.add_command(_command)

@@ -71,7 +71,14 @@ class MaskConfig:
     """Which cells the sparse stem computes.
 
     Attributes:
-        name: mask implementation (see ``sparse_yolo.masks.MASKS``).
+        name: mask implementation (see ``sparse_yolo.masks.MASKS``); ``learned:PATH`` is
+            ``name="learned", path=PATH``.
+        path: checkpoint whose mask net the ``learned`` mask uses (default: the detector's).
+        roi: vector file of the region of interest (rasters with a CRS); cells outside it
+            are never examined.
+        roi_buffer: metres added around the ROI's features.
+        roi_layer: layer of a multi-layer ROI file (GeoPackage, ...).
+        roi_where: SQL ``WHERE`` filter on the ROI's features, e.g. ``"highway='primary'"``.
         cell: cell edge in pixels; the active set is aligned to it (8, 16 or 32).
         context: cells of dilation around whatever the mask marks.
         min_blob: active groups smaller than this many cells are dropped as specks,
@@ -90,14 +97,27 @@ class MaskConfig:
     threshold: float = 1.0
     coarse_size: int = 1280
     coarse_conf: float = 0.01
+    path: str | None = None
+    roi: str | None = None
+    roi_buffer: float = 0.0
+    roi_layer: str | None = None
+    roi_where: str | None = None
 
     def __post_init__(self) -> None:
+        name, sep, path = self.name.partition(":")
+        if sep:
+            if not path:
+                raise ValueError(f"mask {self.name!r}: expected NAME:PATH")
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "path", path)
         if self.cell not in (8, 16, 32):
             raise ValueError(f"mask cell must be 8, 16 or 32 px, got {self.cell}")
         if self.context < 0 or self.min_blob < 1:
             raise ValueError("mask context must be >= 0 and min_blob >= 1")
         if self.max_active is not None and not 0.0 < self.max_active <= 1.0:
             raise ValueError(f"max_active must be in (0, 1], got {self.max_active}")
+        if self.roi_buffer < 0:
+            raise ValueError(f"roi_buffer must be >= 0 metres, got {self.roi_buffer}")
 
 
 @dataclass(frozen=True)
@@ -113,8 +133,8 @@ class WindowConfig:
             (:func:`sparse_yolo.sparse.stem.flat_response`), or ``zero``.
     """
 
-    # 2, not 8: with the flat fill, margins of 0, 2 and 8 recovered the same share of dense
-    # detections (0.98-1.0) on three synthetic 4K frames, and 2 windows half the area of 8.
+    # The smallest margin that keeps the dense detections with the flat fill
+    # (docs/performance.md): wider margins only add window area.
     margin: int = 2
     merge_slack: float = 1.0
     fill: str = "flat"

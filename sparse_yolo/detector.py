@@ -1,65 +1,33 @@
-"""The public API: ``Detector(weights, backend, mask).predict(source) -> Result``."""
+"""The public API: ``Detector(weights, backend, mask).predict(source) -> Result``.
+
+A thin facade: it loads the model, builds the engine and the mask, and hands every source
+to :class:`sparse_yolo.pipeline.Pipeline`, which knows the stage order.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from sparse_yolo.config import DetectorConfig
-from sparse_yolo.engine import SparseEngine, Timer
-from sparse_yolo.errors import SparseYoloError
-from sparse_yolo.masks import MaskResult, make_mask
+from sparse_yolo.engine import SparseEngine
+from sparse_yolo.masks import CellMask, make_mask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.yolo import SparseYOLO
-from sparse_yolo.types import Detections
+from sparse_yolo.pipeline import Pipeline
+from sparse_yolo.types import Result
 
-if TYPE_CHECKING:
-    from sparse_yolo.pipeline import SourceRun
-
-
-@dataclass
-class Result:
-    """Detections of one image.
-
-    Attributes:
-        boxes: (N, 4) float32 xyxy in image pixels.
-        scores: (N,) float32.
-        classes: (N,) int64 class ids; ``names`` maps id -> name.
-        stats: seconds per stage and in total, active_fraction (cells computed),
-            mask_fraction (cells the mask marked), n_windows, backend, fill, mask,
-            image size.
-        mask: the cell mask that was examined (None for multi-tile rasters).
-        source: file name, or ``"<array>"``.
-        run: for file sources, the full record (georeferencing, mask overview, warnings).
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-    names: dict[int, str]
-    stats: dict[str, Any] = field(default_factory=dict)
-    mask: MaskResult | None = None
-    source: str = "<array>"
-    run: SourceRun | None = None
-
-    @property
-    def detections(self) -> Detections:
-        return Detections(self.boxes, self.scores, self.classes, self.names)
-
-    def __len__(self) -> int:
-        return len(self.boxes)
+__all__ = ["Detector", "Result"]
 
 
 class Detector:
-    """Sparse YOLOv8 inference on full-resolution images.
+    """Sparse YOLO inference on full-resolution images.
 
     Args:
-        weights: sparse-yolo or Ultralytics YOLOv8 checkpoint; None resolves
+        weights: sparse-yolo or Ultralytics checkpoint; None resolves
             ``$SPARSE_YOLO_WEIGHTS``, then Ultralytics' ``yolov8n.pt``. A ``SparseYOLO``
             instance is used as is.
         backend: ``auto``, ``gather``, ``spconv`` or ``dense``.
@@ -85,12 +53,22 @@ class Detector:
         model = weights if isinstance(weights, SparseYOLO) else load_model(weights)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.engine = SparseEngine(model, cfg, device)
-        self.mask = make_mask(cfg.mask, detector=self)
+        self.pipeline = Pipeline(self.engine, None, cfg)
+        self.pipeline.mask = make_mask(cfg.mask, detector=self)
         self.names = model.names
 
     @property
     def model(self) -> SparseYOLO:
         return self.engine.model
+
+    @property
+    def mask(self) -> CellMask:
+        """The cell mask the pipeline runs (assignable, e.g. to a fixed mask in tests)."""
+        return self.pipeline.mask
+
+    @mask.setter
+    def mask(self, mask: CellMask) -> None:
+        self.pipeline.mask = mask
 
     def predict(self, source: str | Path | np.ndarray, progress: bool = False) -> Result:
         """Detect objects in an image or raster file of any size, or in an array.
@@ -101,56 +79,15 @@ class Detector:
             progress: show a per-tile progress bar for multi-tile rasters.
 
         Returns:
-            Boxes in full-image pixels; ``result.run`` holds the georeferencing of files.
+            Boxes in full-image pixels, stats, and the source's georeference.
         """
         if isinstance(source, np.ndarray):
-            return self.predict_array(source)
-        from sparse_yolo.pipeline import detect_path  # noqa: PLC0415 - rasterio only for files
-
-        run = detect_path(self, source, progress)
-        d = run.result.detections
-        name = Path(str(source)).name
-        return Result(d.boxes, d.scores, d.classes, self.names, run.stats, run.mask, name, run)
+            return self.pipeline.run_array(source)
+        return self.pipeline.run_path(source, progress)
 
     def predict_array(
         self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"
     ) -> Result:
-        """Detect objects in one in-memory image.
-
-        Args:
-            image: (H, W, 3) uint8 BGR.
-            valid: optional (H, W) bool; invalid (nodata) pixels never activate cells.
-            source_name: recorded in the result.
-        """
-        check_image(image, source_name)
-        timer = Timer(self.engine.device)
-        t0 = time.perf_counter()
-        frame = None
-        if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
-            with timer.stage("upload"):
-                frame = self.engine.upload(image)
-        with timer.stage("mask"):
-            mask = self.mask(image, valid, frame)
-        dets, info = self.engine.run(image, mask, timer, valid, frame)
-        stats = {
-            "seconds": {**timer.seconds, "total": time.perf_counter() - t0},
-            "active_fraction": mask.active_fraction,  # the engine reports it as computed
-            "mask_fraction": mask.active_fraction,
-            "mask": self.config.mask.name,
-            "image_size": [int(image.shape[1]), int(image.shape[0])],
-            **info,
-        }
-        d = dets.numpy()
-        return Result(
-            d[:, :4], d[:, 4], d[:, 5].astype(np.int64), self.names, stats, mask, source_name
-        )
-
-
-def check_image(image: np.ndarray, name: str) -> None:
-    """Reject arrays that are not (H, W, 3) uint8 with H, W > 0."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise SparseYoloError(
-            f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}", name
-        )
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise SparseYoloError("zero-size image", name)
+        """Detect objects in one in-memory (H, W, 3) uint8 BGR image; ``valid`` marks real
+        pixels (nodata never activates cells)."""
+        return self.pipeline.run_array(image, valid, source_name)

@@ -13,15 +13,16 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 import torch
-import torchvision
 
-from sparse_yolo.config import DetectorConfig, PostprocessConfig
+from sparse_yolo.config import DetectorConfig
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.windows import group_by_shape, plan_windows
 from sparse_yolo.model.yolo import SparseYOLO
+from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid, pad_cells
 from sparse_yolo.sparse.backends import SparseBackend, make_backend
 from sparse_yolo.sparse.stem import densify, flat_response, run_stem
+from sparse_yolo.types import EngineRun
 
 # Above this active fraction the gather kernel loses to dense convolution plus masks on CPU.
 # Measured on a 4K frame, 2 threads, blob masks: gather 131/219/316/446/867 ms against dense
@@ -95,7 +96,7 @@ class SparseEngine:
         timer: Timer,
         valid: np.ndarray | None = None,
         frame: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict]:
+    ) -> tuple[torch.Tensor, EngineRun]:
         """Detect objects in the active cells of one image.
 
         Args:
@@ -108,7 +109,7 @@ class SparseEngine:
 
         Returns:
             (N, 6) float tensor [x1, y1, x2, y2, score, class] in image pixels, on CPU,
-            and facts about the run (backend, windows).
+            and the cells and windows the engine actually used.
         """
         cells = pad_cells(mask.cells, mask.cell, self.model.max_stride)  # P6: 64 px
         align = self.model.max_stride // 8
@@ -116,20 +117,17 @@ class SparseEngine:
         with timer.stage("plan"):
             windows = plan_windows(cells, mask.cell, self.cfg.window, align)
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
-        grid = grid_hw[0] * grid_hw[1]
-        covered = float((windows[:, 2] * windows[:, 3]).sum() / grid) if grid else 0.0
-        info = {"backend": backend.name, "fill": self.cfg.window.fill}
-        if self.cfg.backend == "auto" and backend.name == "dense" and covered >= ALL_WINDOWS:
-            # The masked dense stem costs more than the cells it skips, and the windows span
-            # the frame anyway: compute every cell (exactly the dense network, better recall).
+        run = EngineRun(backend.name, self.cfg.window.fill, cells, mask.cell, windows)
+        auto_dense = self.cfg.backend == "auto" and backend.name == "dense"
+        if auto_dense and run.window_fraction >= ALL_WINDOWS:
+            # The masked dense stem costs more than the cells it skips, and the windows
+            # span the frame anyway: compute every cell (exactly the dense network).
             cells = np.ones_like(cells)
             with timer.stage("plan"):
                 windows = plan_windows(cells, mask.cell, self.cfg.window, align)
-            covered = 1.0
-            info["active_fraction"] = 1.0
-        info.update(n_windows=len(windows), window_fraction=covered)
+            run = EngineRun(backend.name, run.fill, cells, mask.cell, windows)
         if not len(windows):
-            return torch.zeros((0, 6)), info
+            return torch.zeros((0, 6)), run
         with timer.stage("stem"):
             pyramid = ActivePyramid(torch.from_numpy(cells).to(self.device), mask.cell)
             img = self.upload(image) if frame is None else frame
@@ -143,13 +141,13 @@ class SparseEngine:
             with timer.stage("remainder"):
                 cand = self.model.detect_p3(batch, self.cfg.post.conf)
             with timer.stage("merge"):
-                dets.append(self._window_nms(cand, boxes))
+                dets.append(window_nms(cand, boxes, self.cfg.post, suppress=not self.model.end2end))
         with timer.stage("merge"):
             # an end-to-end head's one window is final as Ultralytics leaves it; overlapping
             # windows see objects twice, so their union is merged by NMS
             single = self.model.end2end and len(windows) == 1
-            out = merge_detections(torch.cat(dets), image.shape[:2], self.cfg.post, not single)
-        return out, info
+            out = merge_windows(torch.cat(dets), image.shape[:2], self.cfg.post, not single)
+        return out, run
 
     def _fill(
         self,
@@ -184,58 +182,3 @@ class SparseEngine:
         for group in group_by_shape(windows, grid_hw, forward_cells, align):
             per = max(1, MAX_BATCH_CELLS // int(group[0, 2] * group[0, 3]))
             yield from group.split(per)
-
-    def _window_nms(self, cand: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """NMS within each window (as Ultralytics' per-image NMS), then window -> image pixels.
-
-        Args:
-            cand: (K, 7) [x1, y1, x2, y2, score, class, window] in window pixels.
-            boxes: (B, 4) windows (y0, x0, h, w) in stride-8 units.
-        """
-        post = self.cfg.post
-        win = cand[:, 6].long()
-        if self.model.end2end:  # NMS-free head: Ultralytics keeps its top-k as they are
-            out = cand[:, :6].cpu()
-            out[:, :4] += (boxes[:, [1, 0, 1, 0]] * 8).to(out)[win.cpu()]
-            return out
-        groups = win * (1 if post.agnostic else self.model.cfg.nc) + (
-            0 if post.agnostic else cand[:, 5].long()
-        )
-        keep = torchvision.ops.batched_nms(cand[:, :4], cand[:, 4], groups, post.iou)
-        out = cand[keep, :6].cpu()
-        shift = (boxes[:, [1, 0, 1, 0]] * 8).to(out)[win[keep].cpu()]
-        out[:, :4] += shift
-        return out
-
-
-def merge_detections(
-    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig, suppress: bool = True
-) -> torch.Tensor:
-    """Merge detections from overlapping windows: NMS, then clip to the image.
-
-    Args:
-        dets: (N, 6) [x1, y1, x2, y2, score, class] in image pixels.
-        image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
-        post: IoU threshold, class-agnostic flag and max_det.
-        suppress: run NMS (False: only clip, sort and cap).
-
-    Returns:
-        (M, 6) sorted by descending score, at most ``post.max_det`` rows.
-    """
-    h, w = image_hw
-    cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
-    dets = dets[(cx < w) & (cy < h)]
-    if suppress:  # on the boxes as predicted, then clip: Ultralytics' order
-        dets = nms(dets, post)
-    else:
-        dets = dets[torch.argsort(dets[:, 4], descending=True, stable=True)[: post.max_det]]
-    dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
-    dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
-    return dets
-
-
-def nms(dets: torch.Tensor, post: PostprocessConfig) -> torch.Tensor:
-    """Class-aware (unless ``post.agnostic``) batched NMS of (N, 6) detections, best first."""
-    groups = torch.zeros_like(dets[:, 5]) if post.agnostic else dets[:, 5]
-    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], groups, post.iou)
-    return dets[keep[: post.max_det]]

@@ -1,192 +1,218 @@
-"""Images and rasters of any size: tiles read from disk, detected, merged in raster pixels.
+"""The one orchestrator: source -> tiles -> mask -> engine -> merge -> georeference.
 
-The data path (GUIDE.md): source -> tiles -> mask -> sparse model -> merge in pixels ->
-georeference last (in the writers). Memory is bounded by the tile size: one tile's pixels
-are held at a time, and skipped tiles (all nodata, or no active cell) never reach the model.
+:meth:`Pipeline.run_source` is the whole data path of a file, top-down; :meth:`Pipeline.run_array`
+is one in-memory image (a frame, or one tile of a raster). Writers take the resulting
+:class:`~sparse_yolo.types.Result` and georeference last, through its ``georef``. Memory is
+bounded by the tile size: one tile's pixels are held at a time, and tiles that are all nodata
+never reach the model.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
-from rasterio.windows import Window
 from tqdm import tqdm
 
-from sparse_yolo.io.raster import ImageSource, RasterSource, open_source
-from sparse_yolo.io.tiles import tile_windows
-from sparse_yolo.io.writers import SourceDetections
-from sparse_yolo.masks import MaskResult
-from sparse_yolo.tiling import merge_tiles
-from sparse_yolo.types import Detections
+from sparse_yolo.config import DetectorConfig
+from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.postprocess import cut_by_seam, merge_tiles
+from sparse_yolo.types import Detections, GeoRef, Result, RunStats
 
-log = logging.getLogger("sparse_yolo")
+if TYPE_CHECKING:
+    from sparse_yolo.io.raster import ImageSource
+    from sparse_yolo.masks import CellMask, MaskResult
 
-SEAM_PX = 2.0  # a box this close to an interior tile edge is cut by the seam
 OVERVIEW_SIDE = 2048  # long side of the preview / mask overview
 
 
-@dataclass
-class SourceRun:
-    """Everything one source produced.
-
-    Attributes:
-        result: detections (``(N, 4)`` xyxy in full-raster pixels) with georeferencing.
-        stats: seconds per stage, tiles, active fraction, windows, backend, mask, size.
-        mask_overview: (h', w') bool cells examined, at ``overview_scale``.
-        overview_scale: overview pixels per full-raster pixel.
-        mask: the cell mask when the source was a single tile, else None.
-        warnings: one-line notes for the user (e.g. a raster without CRS).
-    """
-
-    result: SourceDetections
-    stats: dict[str, Any]
-    mask_overview: np.ndarray
-    overview_scale: float
-    mask: MaskResult | None = None
-    warnings: list[str] = field(default_factory=list)
-
-
-def detect_path(detector, path: str | Path, progress: bool = False) -> SourceRun:
-    """Detect objects in an image or raster file of any size, tile by tile.
+class Pipeline:
+    """Detection on images and rasters of any size with one engine and one mask.
 
     Args:
-        detector: a ``sparse_yolo.Detector``.
-        path: JPEG/PNG/... or any raster GDAL reads.
-        progress: show a per-tile progress bar when there are several tiles.
+        engine: the sparse model on its device.
+        mask: the cell mask.
+        config: tiling, merging and post-processing settings.
     """
-    with open_source(path) as src:
-        return detect_source(detector, src, progress)
+
+    def __init__(self, engine: SparseEngine, mask: CellMask, config: DetectorConfig) -> None:
+        self.engine, self.mask, self.config = engine, mask, config
+
+    @property
+    def names(self) -> dict[int, str]:
+        return self.engine.model.names
+
+    def run_path(self, path: str | Path, progress: bool = False) -> Result:
+        """Detect objects in an image or raster file, tile by tile."""
+        from sparse_yolo.io.raster import open_source  # noqa: PLC0415 - GDAL only for files
+
+        with open_source(path) as src:
+            return self.run_source(src, progress)
+
+    def run_source(self, src: ImageSource, progress: bool = False) -> Result:
+        """The data path of one open source: tiles -> mask -> engine -> merge -> georef."""
+        from sparse_yolo.io.raster import RasterSource  # noqa: PLC0415
+        from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
+
+        cfg = self.config.tiling
+        roi = None
+        if self.config.mask.roi:  # only cells inside the region of interest are examined
+            from sparse_yolo.io.roi import load_roi  # noqa: PLC0415 - vectors only when asked
+
+            roi = load_roi(self.config.mask, src)
+        windows = tile_windows(src.width, src.height, cfg.tile, cfg.overlap)
+        name = Path(str(src.path)).name
+        acc = _TileAccumulator(src.width, src.height, len(windows), cfg.merge == "nms")
+        bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
+        self.mask.prepare(src, cfg.tile)  # image-wide mask statistics, not one tile's
+        try:
+            for win in bar:
+                bgr, valid = src.read(win)
+                if roi is not None:
+                    valid &= roi.pixels(win, self.config.mask.cell)
+                if not valid.any():
+                    acc.stats.tiles_skipped_nodata += 1
+                    continue
+                acc.add(win, self.run_array(bgr, None if valid.all() else valid, name))
+        finally:
+            self.mask.prepare(None)
+        dets = merge_tiles(acc.dets(), self.config.post, cfg.merge)
+        georef = GeoRef(src.width, src.height, src.crs, src.transform)
+        warnings = []
+        if src.crs is None and isinstance(src, RasterSource):
+            warnings.append(f"{name}: no CRS; writing pixel coordinates")
+        single = acc.last if len(windows) == 1 else None
+        return Result(
+            Detections.from_rows(dets, self.names),
+            acc.finish(self.config.mask.name),
+            str(src.path),
+            georef,
+            mask=single.mask if single is not None else None,
+            engine=single.engine if single is not None else None,
+            mask_overview=acc.overview,
+            overview_scale=acc.scale,
+            warnings=warnings,
+        )
+
+    def run_array(
+        self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"
+    ) -> Result:
+        """Detect objects in one in-memory image: mask -> engine (stem, windows, merge).
+
+        Args:
+            image: (H, W, 3) uint8 BGR.
+            valid: optional (H, W) bool; invalid (nodata) pixels never activate cells.
+            source_name: recorded in the result.
+
+        Returns:
+            Boxes in image pixels, with the mask and the engine's cells and windows.
+        """
+        check_image(image, source_name)
+        timer = Timer(self.engine.device)
+        t0 = time.perf_counter()
+        frame = None
+        if self.engine.device.type != "cpu":  # one upload, shared by the mask and the stem
+            with timer.stage("upload"):
+                frame = self.engine.upload(image)
+        with timer.stage("mask"):
+            mask = self.mask(image, valid, frame)
+        dets, run = self.engine.run(image, mask, timer, valid, frame)
+        height, width = image.shape[:2]
+        stats = RunStats(
+            seconds={**timer.seconds, "total": time.perf_counter() - t0},
+            active_fraction=run.active_fraction,
+            mask_fraction=mask.active_fraction,
+            window_fraction=run.window_fraction,
+            n_windows=len(run.windows),
+            backend=run.backend,
+            fill=run.fill,
+            mask=self.config.mask.name,
+            image_size=(width, height),
+            tiles_without_active_cells=int(len(run.windows) == 0),
+        )
+        d = Detections.from_rows(dets, self.names)
+        return Result(d, stats, source_name, GeoRef(width, height), mask=mask, engine=run)
 
 
-def detect_source(detector, src: ImageSource, progress: bool = False) -> SourceRun:
-    """Tile loop over an open source; see :func:`detect_path`."""
-    cfg = detector.config
-    windows = tile_windows(src.width, src.height, cfg.tiling.tile, cfg.tiling.overlap)
-    last_mask = None
-    name = Path(str(src.path)).name
-    acc = _Accumulator(src.width, src.height, drop_seam_cuts=cfg.tiling.merge == "nms")
-    bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
-    for win in bar:
-        bgr, valid = src.read(win)
-        if not valid.any():
-            acc.skipped += 1
-            continue
-        res = detector.predict_array(bgr, None if valid.all() else valid, name)
-        acc.add(win, res, _interior_edges(win, src.width, src.height))
-        last_mask = res.mask
-    dets = merge_tiles(acc.dets(), cfg.post, cfg.tiling.merge)
-    warnings = []
-    if src.crs is None and isinstance(src, RasterSource):
-        warnings.append(f"{name}: no CRS; writing pixel coordinates")
-    result = SourceDetections(
-        str(src.path),
-        src.width,
-        src.height,
-        src.crs,
-        src.transform,
-        Detections(dets[:, :4], dets[:, 4], dets[:, 5], detector.names),
-    )
-    stats = acc.stats(len(windows), cfg.mask.name)
-    single = last_mask if len(windows) == 1 else None
-    return SourceRun(result, stats, acc.mask_overview(), acc.scale, single, warnings)
+def check_image(image: np.ndarray, name: str) -> None:
+    """Reject arrays that are not (H, W, 3) uint8 with H, W > 0."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise SparseYoloError(
+            f"expected an (H, W, 3) uint8 BGR image, got {image.shape} {image.dtype}", name
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise SparseYoloError("zero-size image", name)
 
 
-def _interior_edges(win: Window, width: int, height: int) -> tuple[bool, bool, bool, bool]:
-    """Which of (left, top, right, bottom) edges of a tile are seams inside the raster."""
-    c, r, w, h = int(win.col_off), int(win.row_off), int(win.width), int(win.height)
-    return c > 0, r > 0, c + w < width, r + h < height
+class _TileAccumulator:
+    """Tile detections shifted to raster pixels, summed stats, and a mask overview."""
 
-
-class _Accumulator:
-    """Collects tile detections (shifted to raster pixels), stats and a mask overview."""
-
-    def __init__(self, width: int, height: int, drop_seam_cuts: bool) -> None:
+    def __init__(self, width: int, height: int, n_tiles: int, drop_seam_cuts: bool) -> None:
         self.width, self.height = width, height
         self.drop_seam_cuts = drop_seam_cuts
         self.scale = min(1.0, OVERVIEW_SIDE / max(width, height))
-        self._dets: list[torch.Tensor] = []
-        self._mask = np.zeros(
+        self.overview = np.zeros(
             (max(1, round(height * self.scale)), max(1, round(width * self.scale))), bool
         )
-        self.seconds: dict[str, float] = {}
-        self.active_px = 0.0
-        self.mask_px = 0.0
-        self.tile_px = 0
-        self.n_windows = 0
-        self.backends: set[str] = set()
-        self.skipped = 0
-        self.inactive = 0
+        self.stats = RunStats(n_tiles=n_tiles, image_size=(width, height))
+        self._dets: list[torch.Tensor] = []
+        self._px = {"active": 0.0, "mask": 0.0, "window": 0.0, "tile": 0}
+        self._backends: set[str] = set()
+        self.last: Result | None = None
 
-    def add(self, win: Window, res, interior: tuple[bool, bool, bool, bool]) -> None:
+    def add(self, win, res: Result) -> None:
         c, r = int(win.col_off), int(win.row_off)
         w, h = int(win.width), int(win.height)
-        d = np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1)
-        d = torch.from_numpy(d).float()
+        d = torch.from_numpy(
+            np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1)
+        ).float()
         if self.drop_seam_cuts:
-            d = d[~_cut_by_seam(d[:, :4], w, h, interior)]
+            interior = (c > 0, r > 0, c + w < self.width, r + h < self.height)
+            d = d[~cut_by_seam(d[:, :4], w, h, interior)]
         d[:, [0, 2]] += c
         d[:, [1, 3]] += r
         self._dets.append(d)
-        for k, v in res.stats["seconds"].items():
-            self.seconds[k] = self.seconds.get(k, 0.0) + v
-        self.active_px += res.stats["active_fraction"] * w * h
-        self.mask_px += res.stats["mask_fraction"] * w * h
-        self.tile_px += w * h
-        self.n_windows += res.stats["n_windows"]
-        self.inactive += res.stats["n_windows"] == 0
-        self.backends.add(res.stats["backend"])
-        self._paint_mask(res.mask, c, r, w, h)
+        s = self.stats
+        for k, v in res.stats.seconds.items():
+            s.seconds[k] = s.seconds.get(k, 0.0) + v
+        self._px["active"] += res.stats.active_fraction * w * h
+        self._px["mask"] += res.stats.mask_fraction * w * h
+        self._px["window"] += res.stats.window_fraction * w * h
+        self._px["tile"] += w * h
+        s.n_windows += res.stats.n_windows
+        s.tiles_without_active_cells += res.stats.tiles_without_active_cells
+        s.fill = res.stats.fill
+        self._backends.add(res.stats.backend)
+        self._paint(res.mask, c, r, w, h)
+        self.last = res
 
-    def _paint_mask(self, mask: MaskResult | None, c: int, r: int, w: int, h: int) -> None:
+    def _paint(self, mask: MaskResult | None, c: int, r: int, w: int, h: int) -> None:
         if mask is None:
             return
         s = self.scale
         y0, x0 = round(r * s), round(c * s)
-        y1 = min(self._mask.shape[0], round((r + h) * s))
-        x1 = min(self._mask.shape[1], round((c + w) * s))
+        y1 = min(self.overview.shape[0], round((r + h) * s))
+        x1 = min(self.overview.shape[1], round((c + w) * s))
         if y1 <= y0 or x1 <= x0:
             return
         cells = mask.cells[: -(-h // mask.cell), : -(-w // mask.cell)].astype(np.uint8)
         up = cv2.resize(cells, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
-        self._mask[y0:y1, x0:x1] |= up.astype(bool)
+        self.overview[y0:y1, x0:x1] |= up.astype(bool)
 
     def dets(self) -> torch.Tensor:
         return torch.cat(self._dets) if self._dets else torch.zeros((0, 6))
 
-    def mask_overview(self) -> np.ndarray:
-        return self._mask
-
-    def stats(self, n_tiles: int, mask_name: str) -> dict[str, Any]:
-        return {
-            "seconds": self.seconds,
-            "n_tiles": n_tiles,
-            "tiles_skipped_nodata": self.skipped,
-            "tiles_without_active_cells": int(self.inactive),
-            "active_fraction": self.active_px / self.tile_px if self.tile_px else 0.0,
-            "mask_fraction": self.mask_px / self.tile_px if self.tile_px else 0.0,
-            "n_windows": self.n_windows,
-            "backend": ",".join(sorted(self.backends)) or "none",
-            "mask": mask_name,
-            "image_size": [self.width, self.height],
-        }
-
-
-def _cut_by_seam(boxes: torch.Tensor, w: int, h: int, interior: tuple[bool, ...]) -> torch.Tensor:
-    """(N,) bool: box touches an interior tile edge, so the neighbouring tile sees it whole."""
-    left, top, right, bottom = interior
-    cut = torch.zeros(len(boxes), dtype=torch.bool)
-    if left:
-        cut |= boxes[:, 0] <= SEAM_PX
-    if top:
-        cut |= boxes[:, 1] <= SEAM_PX
-    if right:
-        cut |= boxes[:, 2] >= w - SEAM_PX
-    if bottom:
-        cut |= boxes[:, 3] >= h - SEAM_PX
-    return cut
+    def finish(self, mask_name: str) -> RunStats:
+        s, px = self.stats, self._px
+        if px["tile"]:
+            s.active_fraction = px["active"] / px["tile"]
+            s.mask_fraction = px["mask"] / px["tile"]
+            s.window_fraction = px["window"] / px["tile"]
+        s.backend = ",".join(sorted(self._backends)) or "none"
+        s.mask = mask_name
+        return s

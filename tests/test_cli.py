@@ -8,13 +8,12 @@ import cv2
 import geopandas as gpd
 import numpy as np
 import pytest
-import rasterio
 from click.testing import CliRunner
+from helpers import scene
 from rasters import TRANSFORM, all_nodata, no_crs, rgb_utm, truncated, two_band, write_raster
 
 from sparse_yolo.cli import main
 from sparse_yolo.geo import crs_to_pixel
-from tests.conftest import scene
 
 
 def run(*args: str):
@@ -59,7 +58,7 @@ def test_detect_geotiff_writes_georeferenced_geojson(tmp_path, tiny_weights, utm
         "geometry",
     }
     assert (frame["source"] == "scene.tif").all()
-    for geom, bbox in zip(frame.geometry, frame["bbox_px"], strict=False):
+    for geom, bbox in zip(frame.geometry, frame["bbox_px"], strict=True):
         bbox = json.loads(bbox) if isinstance(bbox, str) else bbox
         corners = crs_to_pixel(np.asarray(geom.exterior.coords), TRANSFORM)
         np.testing.assert_allclose(corners.min(0), bbox[:2], atol=1.0)  # round trip within 1 px
@@ -68,7 +67,13 @@ def test_detect_geotiff_writes_georeferenced_geojson(tmp_path, tiny_weights, utm
     assert s["image_size"] == [256, 256] and 0 < s["active_fraction"] <= 1
     assert {"mask", "stem", "remainder", "total"} <= set(s["seconds"])
     assert cv2.imread(str(tmp_path / "p.png")).shape[:2] == (256, 256)
-    assert cv2.imread(str(tmp_path / "m.png")) is not None
+    # The mask overlay is the image, with every skipped cell dimmed to 35% and nothing else.
+    overlay = cv2.imread(str(tmp_path / "m.png")).astype(int)
+    image = scene(256, 256, 8, seed=3).astype(int)
+    kept = (overlay == image).all(-1)
+    dimmed = (overlay == (image * 0.35).astype(int)).all(-1) & (image > 3).any(-1)
+    assert (kept | dimmed | (image <= 3).all(-1)).all()
+    assert dimmed.mean() > 0.0 and kept.mean() == pytest.approx(s["mask_fraction"], abs=0.1)
 
 
 def test_detect_jpeg_in_pixels_and_other_formats(tmp_path, tiny_weights):
@@ -225,7 +230,6 @@ def test_batch_survives_a_corrupt_tile_and_resumes(tmp_path, tiny_weights):
 def test_help_teaches():
     res = CliRunner().invoke(main, ["detect", "--help"])
     assert res.exit_code == 0 and "Examples:" in res.output and "--max-active" in res.output
-    assert rasterio.__version__  # rasterio is importable alongside the CLI
 
 
 def test_multi_tile_uint16_and_rgba_rasters(tmp_path, tiny_weights):
@@ -247,6 +251,8 @@ def test_multi_tile_uint16_and_rgba_rasters(tmp_path, tiny_weights):
             "100",
             "--overlap",
             "20",
+            "--mask",  # every cell with data: the gradient threshold is the raster's, and
+            "all",  # this random-noise raster has no cell above it
             "--save-mask",
             tmp_path / f"{src.stem}.png",
             "--stats",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import scene, tiny_model
 
 from sparse_yolo import Detector
 from sparse_yolo.cli import main
@@ -17,7 +18,6 @@ from sparse_yolo.train.distill import DistillConfig, Distiller, backbone_feature
 from sparse_yolo.train.images import CropSampler, split_holdout, to_tensor
 from sparse_yolo.train.losses import box_kd, class_kd, mimic_loss
 from sparse_yolo.train.report import neck_cost
-from tests.conftest import scene, tiny_model
 
 
 def test_losses_vanish_when_the_student_is_the_teacher() -> None:
@@ -121,13 +121,13 @@ def test_distill_command_end_to_end(tmp_path: Path, shared: Path) -> None:
     assert model.cfg.neck == "slim" and model.mask_net is not None
     frame = cv2.imread(str(next(images.glob("*.jpg"))))
     result = Detector(out, mask="learned", device="cpu").predict(frame)
-    assert result.stats["mask"] == "learned" and np.isfinite(result.stats["active_fraction"])
+    assert result.stats.mask == "learned" and np.isfinite(result.stats.active_fraction)
 
 
 def test_slim_student_of_a_yolo11_teacher(tmp_path: Path) -> None:
     """Any backbone width: a YOLO11n teacher (a saved Ultralytics checkpoint) gets a slim
     neck built for its channels; the student runs, learns and round-trips a checkpoint."""
-    from tests.families import random_checkpoint
+    from families import random_checkpoint
 
     weights = tmp_path / "yolo11n.pt"
     random_checkpoint(weights, "yolo11n.yaml", 5, [scene(128, 128)])

@@ -20,8 +20,8 @@ from sparse_yolo.model.loading import load_model
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend, spconv_available
 from sparse_yolo.sparse.stem import run_stem
-from tests.conftest import blob_cells, scene
-from tests.families import match, random_checkpoint, ultralytics_predict
+from helpers import blob_cells, scene
+from families import match, random_checkpoint, ultralytics_predict
 
 SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
 # (model, nc, end2end): every family and size the issue names, class counts spread over them.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import scene, tiny_model
 from ultralytics.utils.ops import xywh2xyxy
 
 from sparse_yolo.model import head as head_mod
 from sparse_yolo.model.head import candidate_detections
-from tests.conftest import scene, tiny_model
 
 
 def _windows(model, n: int = 2) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -178,7 +179,7 @@ def test_tile_windows_cover_and_stay_inside(
     keys = [(w.row_off, w.col_off) for w in windows]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)  # row-major, no duplicates
     cols = sorted({w.col_off for w in windows})
-    for a, b in zip(cols, cols[1:], strict=False):
+    for a, b in itertools.pairwise(cols):
         assert a + min(tile, width) - b >= overlap  # neighbours overlap by at least `overlap`
 
 
@@ -214,3 +215,17 @@ def test_real_geotiffs(name: str) -> None:
     assert low - 0.1 <= overview_valid.mean() <= high
     assert bgr[valid].std() > 5  # real texture, not a constant
     assert overview.shape[2] == 3 and max(overview.shape[:2]) == 256
+
+
+def test_gdal_block_cache_is_bounded_while_a_raster_is_open(tmp_path, monkeypatch) -> None:
+    """The cache limit is set through rasterio.Env for the open source only; a user's wins."""
+    from sparse_yolo.io.raster import GDAL_CACHEMAX_MB  # noqa: PLC0415
+
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    path = rasters.rgb_utm(tmp_path)
+    with open_source(path):
+        assert rasterio.env.getenv()["GDAL_CACHEMAX"] == GDAL_CACHEMAX_MB * 2**20
+    assert not rasterio.env.hasenv() or "GDAL_CACHEMAX" not in rasterio.env.getenv()
+    monkeypatch.setenv("GDAL_CACHEMAX", "512")
+    with open_source(path):
+        assert "GDAL_CACHEMAX" not in rasterio.env.getenv()

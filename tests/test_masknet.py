@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import scene
 
 from sparse_yolo import Detector, SparseYoloError
 from sparse_yolo.config import MaskConfig, ModelConfig
 from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.masks.learned import LearnedMask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import (
-    LearnedMask,
     MaskNet,
     cell_targets,
     mask_features,
     mask_features_torch,
     mask_net_loss,
+    save_mask_net,
 )
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.train.maskfit import (
@@ -26,7 +28,6 @@ from sparse_yolo.train.maskfit import (
     object_coverage,
     pooled_recall,
 )
-from tests.conftest import scene
 
 
 def test_features_pad_like_the_cell_grid() -> None:
@@ -86,7 +87,34 @@ def test_checkpoint_carries_the_mask_net(tmp_path) -> None:
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     result = Detector(path, mask="learned", device="cpu").predict(scene())
-    assert result.stats["mask"] == "learned"
+    assert result.stats.mask == "learned"
+
+
+def test_learned_path_adds_a_saved_mask_net_to_any_weights(tmp_path, tiny: SparseYOLO) -> None:
+    torch.manual_seed(1)
+    net = MaskNet(width=16).eval()
+    net.threshold.fill_(0.4)
+    save_mask_net(net, tmp_path / "net.pt", textures=["forest"])
+    student = SparseYOLO(ModelConfig(scale="tiny", nc=2, mask_net=True)).eval()
+    student.save(tmp_path / "student.pt")
+    image = scene()
+    want = make_mask(MaskConfig(name="learned"), mask_net=net)(image)
+    det = Detector(tiny, mask=f"learned:{tmp_path / 'net.pt'}", device="cpu")  # no net of its own
+    got = det.mask(image)
+    np.testing.assert_array_equal(got.cells, want.cells)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    assert float(det.mask.net.threshold) == pytest.approx(0.4)
+    other = Detector(tiny, mask=f"learned:{tmp_path / 'student.pt'}", device="cpu").mask.net
+    for a, b in zip(
+        other.state_dict().values(), student.mask_net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    (tmp_path / "bad.pt").write_text("not a checkpoint")
+    with pytest.raises(SparseYoloError, match="not a PyTorch checkpoint"):
+        Detector(tiny, mask=f"learned:{tmp_path / 'bad.pt'}", device="cpu")
+    tiny.save(tmp_path / "plain.pt")
+    with pytest.raises(SparseYoloError, match="no mask net"):
+        Detector(tiny, mask=f"learned:{tmp_path / 'plain.pt'}", device="cpu")
 
 
 def test_cell_targets_mark_overlapped_cells() -> None:
@@ -144,3 +172,16 @@ def test_mask_net_learns_small_objects_and_calibrates() -> None:
     res = [make_mask(MaskConfig(name="learned", context=0), mask_net=net)(f.image) for f in frames]
     point = pooled_recall(res, frames)
     assert point.recall >= 0.95 and point.active < 0.5
+
+
+def test_learned_scores_depend_on_nearby_pixels_only_not_on_the_tile() -> None:
+    """The learned mask has no image-wide statistics: a cell's score is the same in a tile
+    and in the whole frame once the tile edge is beyond the net's receptive field."""
+    torch.manual_seed(0)
+    net = MaskNet().eval()
+    image = scene(640, 640, n_objects=40, seed=3)
+    mask = make_mask(MaskConfig(name="learned"), mask_net=net)
+    whole = mask(image).scores
+    tile = mask(image[128:, 128:]).scores  # offset of 8 cells; same bottom/right edge
+    np.testing.assert_allclose(tile[12:, 12:], whole[20:, 20:], atol=1e-5)
+    assert not np.allclose(tile[0], whole[8, 8:])  # the tile's own edge does differ

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from rasterio.windows import Window
 
 from sparse_yolo.config import MaskConfig, WindowConfig
 from sparse_yolo.masks import MASKS, cell_grid, gradient_scores, make_mask
@@ -176,3 +177,61 @@ def test_gradient_scores_on_the_device_equal_opencv(h, w):
     assert np.array_equal(got.numpy(), want)
     a, b = mask(img), mask(img, frame=torch.from_numpy(img))
     assert np.array_equal(a.cells, b.cells) and np.array_equal(a.scores, b.scores)
+
+
+def test_masks_import_without_torch_and_masknet_does_not_import_masks():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sparse_yolo.masks as m; assert 'torch' not in sys.modules, 'torch'; "
+        "print(','.join(sorted(m.MASKS)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "all,coarse,gradient,learned"
+    import ast
+    import inspect
+
+    import sparse_yolo.model.masknet as masknet
+    from sparse_yolo.masks import PAD_TO
+
+    imported = {
+        n.module
+        for n in ast.walk(ast.parse(inspect.getsource(masknet)))
+        if isinstance(n, ast.ImportFrom)
+    }
+    assert not any(m.startswith("sparse_yolo.masks") for m in imported if m)
+    assert masknet.PAD_TO == PAD_TO
+
+
+def test_learned_mask_path_is_parsed_from_the_name():
+    cfg = MaskConfig(name="learned:/some/ckpt.pt")
+    assert (cfg.name, cfg.path) == ("learned", "/some/ckpt.pt")
+    with pytest.raises(ValueError, match="NAME:PATH"):
+        MaskConfig(name="learned:")
+
+
+def test_gradient_statistics_come_from_the_whole_source_not_the_tile(tmp_path):
+    from rasters import write_raster
+
+    from sparse_yolo.io.raster import open_source
+
+    rng = np.random.default_rng(0)
+    h, w = 1500, 2500
+    bands = 90 + rng.integers(0, 4, (3, h, w), dtype=np.uint8)  # faint noise
+    bands[:, :, : w // 3] += rng.integers(0, 60, (3, h, w // 3), dtype=np.uint8)  # texture
+    path = write_raster(tmp_path / "half.tif", bands)
+    mask = make_mask(MaskConfig(name="gradient"))
+    with open_source(path) as src:
+        levels = {}
+        for tile in (1024, 2048, 8192):
+            mask.prepare(src, tile)
+            levels[tile] = mask.stats
+        mask.prepare(None)
+        quiet, _ = src.read(Window(w - 512, 0, 512, 512))
+        busy, _ = src.read(Window(0, 0, 512, 512))
+    assert levels[1024] == levels[2048] == levels[8192] > 0
+    assert mask.stats is None
+    alone = mask(busy).active_fraction  # a textured tile alone calls its texture background
+    mask.stats = levels[1024]  # the source's quiet background: its texture stands out
+    assert mask(quiet).active_fraction == 0.0 and mask(busy).active_fraction > alone + 0.5

@@ -39,8 +39,8 @@ def test_perfect_predictions() -> None:
         assert stats["n_gt"] == stats["n_pred"] == stats["tp"] == n
         assert stats["fp"] == stats["n_ignored"] == 0
         assert stats["recall"] == 1.0 and stats["precision"] == 1.0
-        # Ultralytics' 101-point interpolation reports a perfect AP as 0.995.
-        assert stats["map50"] == pytest.approx(0.995, abs=1e-6)
+        # COCOeval (101-point interpolation) reports a perfect AP as exactly 1.
+        assert stats["map50"] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_one_missing_one_false_positive() -> None:
@@ -61,7 +61,7 @@ def test_size_buckets() -> None:
     assert (medium["n_gt"], medium["n_pred"], medium["tp"], medium["fp"]) == (1, 1, 0, 1)
     assert medium["recall"] == 0.0 and medium["precision"] == 0.0 and medium["map50"] == 0.0
     assert (large["n_gt"], large["n_pred"], large["recall"], large["precision"]) == (1, 1, 1.0, 1.0)
-    assert large["map50"] == pytest.approx(0.995, abs=1e-6)
+    assert large["map50"] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_ignore_regions_excluded() -> None:
@@ -108,7 +108,7 @@ def test_ap_penalises_confident_false_positive() -> None:
     gt = GroundTruth(np.array([[0, 0, 50, 50]]), [0])
     good_first = Detections(np.array([[0, 0, 50, 50], [200, 200, 250, 250]]), [0.9, 0.8], [0, 0])
     bad_first = Detections(good_first.boxes, [0.8, 0.9], [0, 0])
-    assert evaluate(good_first, gt)["all"]["map50"] == pytest.approx(0.995, abs=1e-6)
+    assert evaluate(good_first, gt)["all"]["map50"] == pytest.approx(1.0, abs=1e-9)
     assert evaluate(bad_first, gt)["all"]["map50"] == pytest.approx(0.5, abs=0.01)
 
 

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_WEIGHTS, randomize_bn, scene, tiny_model
 
 from sparse_yolo import Detector, ModelConfig, SparseYOLO, SparseYoloError
 from sparse_yolo.model.graph import run_layers
 from sparse_yolo.model.loading import load_model
-from tests.conftest import SHARED_WEIGHTS, randomize_bn, scene, tiny_model
 
 
 def test_import_reproduces_ultralytics_dense_predictions(shared):
@@ -98,7 +98,7 @@ def test_sparse_pipeline_matches_dense_backend_on_real_image(shared, mask):
     assert len(a) > 10 and len(a) == len(b)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
-    assert a.stats["backend"] == "gather" and b.stats["backend"] == "dense"
+    assert a.stats.backend == "gather" and b.stats.backend == "dense"
 
 
 def test_windowed_remainder_identical_across_backends(tiny):
@@ -123,7 +123,7 @@ def test_windowed_remainder_identical_across_backends(tiny):
             preds[name] = [
                 tiny.forward_p3(densify(be, feats, g))[0] for g in group_by_shape(windows)
             ]
-    for a, b in zip(preds["gather"], preds["dense"], strict=False):
+    for a, b in zip(preds["gather"], preds["dense"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
 
 
@@ -131,10 +131,11 @@ def test_windowed_remainder_identical_across_backends(tiny):
 def test_masked_training_forward_equals_sparse_inference(fill):
     """forward(x, cells) (the training path) computes what sparse inference computes,
     inactive stride-8 sites included (filled the same way)."""
+    from helpers import blob_cells
+
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
     from sparse_yolo.sparse.stem import densify, flat_response, run_stem
-    from tests.conftest import blob_cells
 
     model = tiny_model()
     image = torch.from_numpy(scene(64, 96, 4))
@@ -172,10 +173,10 @@ def test_auto_computes_every_cell_when_a_dense_stem_would_span_the_frame(shared)
         det.mask = lambda img, valid=None, frame=None: fixed
         runs[backend] = det.predict_array(image)
     assert len(ref) > 3
-    assert runs["auto"].stats["active_fraction"] == 1.0
-    assert runs["auto"].stats["mask_fraction"] == pytest.approx(0.9)
+    assert runs["auto"].stats.active_fraction == 1.0
+    assert runs["auto"].stats.mask_fraction == pytest.approx(0.9)
     np.testing.assert_allclose(runs["auto"].boxes, ref.boxes, atol=1e-3)
-    assert runs["dense"].stats["active_fraction"] == pytest.approx(0.9)
+    assert runs["dense"].stats.active_fraction == pytest.approx(0.9)
     assert len(runs["dense"]) < len(ref)  # the hole was not computed
 
 

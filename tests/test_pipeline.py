@@ -11,49 +11,42 @@ import torch
 from rasters import write_raster
 
 from sparse_yolo.config import DetectorConfig
-from sparse_yolo.detector import Result
 from sparse_yolo.io.raster import open_source
-from sparse_yolo.pipeline import detect_source
-from sparse_yolo.tiling import greedy_merge, merge_tiles
+from sparse_yolo.masks import make_mask
+from sparse_yolo.pipeline import Pipeline
+from sparse_yolo.postprocess import greedy_merge, merge_tiles
+from sparse_yolo.types import Detections, Result, RunStats
 
 OBJECT = (300, 230, 340, 262)  # x1, y1, x2, y2: straddles the seams of 256 px tiles
 
 
-class BrightBoxDetector:
-    """A test double for the model: one box around bright pixels, clipped to the tile.
+class BrightBoxPipeline(Pipeline):
+    """The pipeline with a stand-in for mask + engine: one box around bright pixels.
 
     It sees only its tile, exactly like the real model, so the tiling and merge logic is
     what the test exercises.
     """
 
     def __init__(self, merge: str) -> None:
-        self.config = DetectorConfig().replace(
+        cfg = DetectorConfig().replace(
             **{"tiling.tile": 256, "tiling.overlap": 96, "tiling.merge": merge}
         )
-        self.names = {0: "object"}
+        model = SimpleNamespace(names={0: "object"})
+        super().__init__(SimpleNamespace(model=model), make_mask(cfg.mask), cfg)
         self.calls = 0
 
-    def predict_array(self, image, valid=None, source_name=""):
+    def run_array(self, image, valid=None, source_name=""):
         self.calls += 1
         ys, xs = np.nonzero(image[..., 0] > 200)
         boxes = np.zeros((0, 4), np.float32)
         if len(ys):
             boxes = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
-        stats = {
-            "seconds": {"stem": 0.0},
-            "active_fraction": 0.1,
-            "mask_fraction": 0.1,
-            "n_windows": 1,
-            "backend": "x",
-        }
-        return Result(
-            boxes,
-            np.full(len(boxes), 0.9, np.float32),
-            np.zeros(len(boxes), np.int64),
-            self.names,
-            stats,
-            None,
+        stats = RunStats(
+            seconds={"stem": 0.0}, active_fraction=0.1, mask_fraction=0.1, n_windows=1, backend="x"
         )
+        n = len(boxes)
+        dets = Detections(boxes, np.full(n, 0.9), np.zeros(n), self.names)
+        return Result(dets, stats, source_name)
 
 
 @pytest.fixture
@@ -67,11 +60,11 @@ def seam_raster(tmp_path):
 
 @pytest.mark.parametrize("merge", ["nms", "greedy"])
 def test_box_cut_by_a_seam_comes_out_once(seam_raster, merge):
-    det = BrightBoxDetector(merge)
+    det = BrightBoxPipeline(merge)
     with open_source(seam_raster) as src:
-        run = detect_source(det, src)
-    assert run.stats["n_tiles"] == 9
-    boxes = run.result.detections.boxes
+        run = det.run_source(src)
+    assert run.stats.n_tiles == 9
+    boxes = run.boxes
     assert len(boxes) == 1
     np.testing.assert_allclose(boxes[0], OBJECT, atol=0.5)
 
@@ -80,11 +73,11 @@ def test_all_nodata_tiles_are_skipped_without_a_model_call(tmp_path):
     data = np.full((3, 512, 512), 40, np.uint8)
     data[:, :300, :] = 0  # the top row of tiles (rows 0-255) is all nodata
     path = write_raster(tmp_path / "half.tif", data, nodata=0)
-    det = BrightBoxDetector("nms")
+    det = BrightBoxPipeline("nms")
     with open_source(path) as src:
-        run = detect_source(det, src)
-    assert run.stats["tiles_skipped_nodata"] == 3
-    assert det.calls == run.stats["n_tiles"] - 3
+        run = det.run_source(src)
+    assert run.stats.tiles_skipped_nodata == 3
+    assert det.calls == run.stats.n_tiles - 3
 
 
 def test_greedy_merge_fuses_a_cut_box_into_its_union():
@@ -121,5 +114,5 @@ def test_memory_bounded_by_tile_reads(seam_raster, monkeypatch):
 
     monkeypatch.setattr(rasterio.DatasetReader, "read", spy)
     with open_source(seam_raster) as src:
-        detect_source(BrightBoxDetector("nms"), src)
+        BrightBoxPipeline("nms").run_source(src)
     assert reads and all(w.width <= 256 and w.height <= 256 for w in reads)

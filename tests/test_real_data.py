@@ -57,11 +57,11 @@ def test_visdrone_detections_match_ground_truth(shared):
     labels = shared / "data" / "visdrone" / "annotations" / f"{image.stem}.txt"
     det = Detector(shared / "weights" / "yolov8n.pt", mask="gradient", **{"post.conf": 0.2})
     res = det.predict(image)
-    gt = load_labels(labels, image_size=tuple(res.stats["image_size"]))
+    gt = load_labels(labels, image_size=tuple(res.stats.image_size))
     metrics = evaluate(res.detections, gt)
     # COCO-trained YOLOv8n on drone imagery: modest but real recall, and mostly right.
     assert metrics["all"]["recall"] > 0.15 and metrics["all"]["precision"] > 0.5
-    assert np.isfinite(res.boxes).all() and res.stats["mask_fraction"] < 1
+    assert np.isfinite(res.boxes).all() and res.stats.mask_fraction < 1
 
 
 def test_half_detects_what_float_detects(shared):
@@ -81,9 +81,9 @@ def test_windows_grown_to_shared_shapes_find_the_same_objects(shared, monkeypatc
     """The CUDA batching (windows grown to shared shapes) forced on CPU: the grown windows only
     add real context around each planned window, so the detections stay the same objects."""
     from sparse_yolo import engine  # noqa: PLC0415
-    from sparse_yolo.scenes import sparse_scene  # noqa: PLC0415
+    from sparse_yolo.bench.scenes import sparse_scene  # noqa: PLC0415
 
-    image = sparse_scene(0, 0.1, (1088, 1920))[0]
+    image = sparse_scene(0, 0.1, (1088, 1920), data_dir=shared)[0]
     det = Detector(shared / "weights" / "yolov8n.pt", "gather", "gradient", device="cpu")
     batches = []
     real_batches = det.engine._batches

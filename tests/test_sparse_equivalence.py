@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import blob_cells, randomize_bn, tiny_model
 
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import (
@@ -14,7 +15,6 @@ from sparse_yolo.sparse.backends import (
     spconv_available,
 )
 from sparse_yolo.sparse.stem import flat_response, run_stem
-from tests.conftest import blob_cells, randomize_bn, tiny_model
 
 SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
 
@@ -72,14 +72,14 @@ def test_windows_densify_the_stride8_grid(backend):
         win = be.windows(feats, boxes)
         grid = be.grid(feats)[0]
     assert win.shape == (3, grid.shape[0], 8, 12)
-    for (y0, x0, h, w), crop in zip(boxes.tolist(), win, strict=False):
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), win, strict=True):
         torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
     # A fill vector lands on exactly the inactive sites; active sites are untouched.
     fill = torch.linspace(-1, 1, grid.shape[0])
     with torch.no_grad():
         filled = be.windows(feats, boxes, fill)
     active = torch.from_numpy(np.kron(cells, np.ones((2, 2), bool)))
-    for (y0, x0, h, w), crop in zip(boxes.tolist(), filled, strict=False):
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), filled, strict=True):
         on = active[y0 : y0 + h, x0 : x0 + w]
         assert 0 < on.sum() < on.numel()
         torch.testing.assert_close(crop[:, on], grid[:, y0 : y0 + h, x0 : x0 + w][:, on])

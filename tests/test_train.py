@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import scene, tiny_model
 from torch import nn
 from ultralytics.cfg import get_cfg
 
@@ -23,7 +24,6 @@ from sparse_yolo.train.model import SparseDetectionModel
 from sparse_yolo.train.spec import ModelSpec, build_model, load_model_spec
 from sparse_yolo.train.trainer import TrainConfig, train
 from sparse_yolo.train.visdrone import build_visdrone_dataset
-from tests.conftest import scene, tiny_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VISDRONE_NAMES = ("pedestrian", "people", "bicycle", "car", "van")
@@ -175,7 +175,10 @@ def test_one_epoch_smoke_then_detect(tmp_path: Path, shared: Path, mini_visdrone
     model = load_model(result.checkpoint)
     assert model.cfg.nc == 10 and model.names[0] == "pedestrian"
     image = shared / "data" / "visdrone" / "images" / "0000072_00000_d_0000001.jpg"
-    assert Detector(result.checkpoint, device="cpu", **{"post.conf": 0.0}).predict(image).stats
+    res = Detector(result.checkpoint, device="cpu", **{"post.conf": 0.0}).predict(image)
+    assert res.stats.image_size == (1360, 765) and len(res) > 0
+    assert (res.boxes[:, :2] >= 0).all() and (res.boxes[:, 2] <= 1360).all()
+    assert set(res.classes.tolist()) <= set(range(10))
     out = tmp_path / "dets.geojson"
     res = CliRunner().invoke(
         main, ["detect", str(image), "--weights", str(result.checkpoint), "-o", str(out)]
@@ -214,7 +217,7 @@ def test_other_families_train_from_their_yaml_and_checkpoints(
     weights import from a saved Ultralytics checkpoint of that family (every tensor but the
     class branches transfers to new classes), and the trainer's loss (YOLO26: its
     end-to-end loss) runs and back-propagates through the masked sparse stem."""
-    from tests.families import random_checkpoint
+    from families import random_checkpoint
 
     spec = load_model_spec(name)
     assert (spec.arch, spec.scale) == (arch, "n")

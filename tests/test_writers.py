@@ -18,8 +18,8 @@ from rasterio.crs import CRS
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.geo import pixel_boxes_to_polygons
 from sparse_yolo.io import writers
-from sparse_yolo.io.writers import WRITERS, SourceDetections, write_detections, write_preview
-from sparse_yolo.types import Detections
+from sparse_yolo.io.writers import WRITERS, write_detections, write_preview
+from sparse_yolo.types import Detections, GeoRef, Result, RunStats
 
 NAMES = {0: "person", 1: "car", 2: "boat"}
 BOXES = np.array([[10, 20, 30, 50], [100.5, 100.25, 120, 130], [200, 5, 256, 40]], np.float32)
@@ -34,11 +34,10 @@ def _item(
     crs: str | CRS | None = rasters.CRS_UTM,
     transform: Affine = rasters.TRANSFORM,
     n: int = 3,
-) -> SourceDetections:
+) -> Result:
     crs = CRS.from_user_input(crs) if isinstance(crs, str) else crs
-    return SourceDetections(
-        source, 256, 256, crs, transform if crs else Affine.identity(), _dets(n)
-    )
+    georef = GeoRef(256, 256, crs, transform if crs else Affine.identity())
+    return Result(_dets(n), RunStats(), source, georef)
 
 
 def test_geojson_read_by_geopandas_with_crs(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """End-to-end detect latency of the sparse pipeline against dense baselines on synthetic 4K frames.
 
 One process, the same weights and post-processing for every method. Two 3840x2160 frames from
-:mod:`sparse_yolo.scenes` (real labelled crops pasted onto a low-texture background):
+:mod:`sparse_yolo.bench.scenes` (real labelled crops pasted onto a low-texture background):
 
 * ``sparse``: crops on about --coverage of the frame (default 10%)
 * ``urban``: crops tiled over about 89% of the frame
@@ -14,7 +14,7 @@ sahi-640, sparse --mask all) and the ratios:
 * ``--mask all`` overhead vs dense full resolution (the cost of the sparse machinery at 100%)
 
 Latency is the median of --runs interleaved rounds after one warm-up each (CUDA synchronised); recall vs GT uses the
-scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.compare`` and the
+scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.bench`` and the
 compare command.
 
 Usage:
@@ -32,21 +32,16 @@ from pathlib import Path
 
 import torch
 import yaml
+from _shared import shared_dir
 
 from sparse_yolo import cli  # first: the command modules import the CLI group
+from sparse_yolo.bench.flops import GFLOPS_CONVENTION
+from sparse_yolo.bench.measure import Row, json_safe, measure_all, score
+from sparse_yolo.bench.runners import SparseRunner, build_runners
+from sparse_yolo.bench.scenes import FRAME_HW, sparse_scene, urban_scene
 from sparse_yolo.commands.compare import format_table
-from sparse_yolo.compare import (
-    GFLOPS_CONVENTION,
-    Row,
-    SparseRunner,
-    build_runners,
-    json_safe,
-    measure_all,
-    score,
-)
 from sparse_yolo.detector import Detector
 from sparse_yolo.eval.labels import GroundTruth
-from sparse_yolo.scenes import FRAME_HW, shared_dir, sparse_scene, urban_scene
 
 DEFAULT_WEIGHTS = shared_dir() / "weights" / "yolov8n.pt"
 
@@ -100,8 +95,8 @@ def parse_args() -> argparse.Namespace:
 def scene_frame(name: str, args: argparse.Namespace):
     hw = tuple(args.size)
     if name == "sparse":
-        return sparse_scene(args.seed, args.coverage, hw)
-    return urban_scene(args.seed, hw)
+        return sparse_scene(args.seed, args.coverage, hw, data_dir=shared_dir())
+    return urban_scene(args.seed, hw, data_dir=shared_dir())
 
 
 def run_scene(detector: Detector, args: argparse.Namespace, name: str) -> list[Row]:

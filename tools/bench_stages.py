@@ -18,9 +18,10 @@ import statistics
 from pathlib import Path
 
 import torch
+from _shared import shared_dir
 
+from sparse_yolo.bench.scenes import sparse_scene, urban_scene
 from sparse_yolo.detector import Detector
-from sparse_yolo.scenes import shared_dir, sparse_scene, urban_scene
 
 STAGES = ("upload", "mask", "plan", "stem", "densify", "remainder", "merge", "total")
 
@@ -41,7 +42,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"{'frame':<7} {'backend':<8} " + " ".join(f"{s:>9}" for s in STAGES) + "   (ms)")
     for name in args.scenes:
-        image = (sparse_scene if name == "sparse" else urban_scene)(args.seed)[0]
+        image = (sparse_scene if name == "sparse" else urban_scene)(
+            args.seed, data_dir=shared_dir()
+        )[0]
         for backend in args.backends:
             det = Detector(args.weights, backend, args.mask, device=args.device, half=args.half)
             for _ in range(2):

@@ -5,7 +5,7 @@ touch, plus ``context`` cells), so every miss comes from how skipped sites are r
 not from the mask. For each fill (``zero``: skipped sites read zeros; ``flat``: the stem's
 response to a flat image of the frame's mean colour) and window margin, it prints the active
 and windowed shares, the share of the dense detections recovered (R@full) and the GT-recall
-ratio against dense, on the synthetic 4K frames of :mod:`sparse_yolo.scenes`, and the speed-up
+ratio against dense, on the synthetic 4K frames of :mod:`sparse_yolo.bench.scenes`, and the speed-up
 over the engine computing every cell (``mask=all``, ``backend=dense``; itself faster than plain
 dense YOLOv8 through the candidate-only head): what an object-selective mask would buy.
 
@@ -20,12 +20,13 @@ import time
 import cv2
 import numpy as np
 import torch
+from _shared import shared_dir
 
+from sparse_yolo.bench.scenes import sparse_scene, urban_scene
 from sparse_yolo.detector import Detector
 from sparse_yolo.eval.labels import GroundTruth
 from sparse_yolo.eval.metrics import evaluate, match_recall
 from sparse_yolo.masks import MaskResult, cell_grid
-from sparse_yolo.scenes import shared_dir, sparse_scene, urban_scene
 
 CELL = 16
 
@@ -49,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     weights = shared_dir() / "weights" / "yolov8n.pt"
     scene = urban_scene if args.scene == "urban" else sparse_scene
-    image, boxes, classes = scene(args.seed)
+    image, boxes, classes = scene(args.seed, data_dir=shared_dir())
     gt = GroundTruth(boxes, classes)
     dense = Detector(weights, "dense", "all", device="cpu")
     dense.predict_array(image)  # warm-up
@@ -78,7 +79,7 @@ def main() -> None:
                 ratio = evaluate(res.detections, gt)["all"]["recall"] / ref_recall
                 print(
                     f"{context:7d}  {fill:4s}  {margin:6d}  {cells.mean():6.1%}  "
-                    f"{res.stats['window_fraction']:7.1%}  {match_recall(res.detections, ref):6.3f}"
+                    f"{res.stats.window_fraction:7.1%}  {match_recall(res.detections, ref):6.3f}"
                     f"  {ratio:15.3f}  {speed:7.2f}x",
                     flush=True,
                 )

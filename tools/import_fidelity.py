@@ -76,8 +76,8 @@ def main() -> None:
         cx = ((ref[:, 0] + ref[:, 2]) / 2 // c).astype(int)
         inactive = ~cells[cy, cx]
         print(
-            f"  mask=gradient: active {sparse.stats['active_fraction']:.1%}, windows "
-            f"{sparse.stats['n_windows']} ({sparse.stats['window_fraction']:.1%} of frame), "
+            f"  mask=gradient: active {sparse.stats.active_fraction:.1%}, windows "
+            f"{sparse.stats.n_windows} ({sparse.stats.window_fraction:.1%} of frame), "
             f"recovers {hit.mean():.1%} of {len(ref)} dense dets; misses: "
             f"{int((~hit & inactive).sum())} centred on inactive cells, "
             f"{int((~hit & ~inactive).sum())} on active cells (border/context effects)"

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparse_yolo.bench.scenes import labelled_pairs
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.eval.labels import load_labels
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.scenes import labelled_pairs
 from sparse_yolo.train.maskfit import (
     Frame,
     RecallPoint,

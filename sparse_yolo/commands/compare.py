@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from sparse_yolo.cli import build_detector, model_options, write_json
+from sparse_yolo.commands.options import build_detector, model_options, write_json
 
 MULTI_VALUE_FLAGS = ("--imgsz", "--sweep-active")
 SIZE_BUCKETS = ("all", "small", "medium", "large")
@@ -96,7 +96,7 @@ def table_columns(labels: bool) -> list[tuple[str, Any]]:
 
 
 def format_table(rows: Sequence, labels: bool = False) -> str:
-    """One text table of :class:`~sparse_yolo.compare.Row` objects, with its legend."""
+    """One text table of :class:`~sparse_yolo.bench.measure.Row` objects, with its legend."""
     cols = table_columns(labels)
     cells = [[head for head, _ in cols]] + [[fn(r) for _, fn in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
@@ -122,7 +122,7 @@ def read_image(path: Path):
 
 def sweep_runners(detector, counter, budgets: Sequence[float]) -> list:
     """Sparse runners sharing ``detector``'s model, one per ``mask.max_active`` budget."""
-    from sparse_yolo.compare import SparseRunner  # noqa: PLC0415
+    from sparse_yolo.bench.runners import SparseRunner  # noqa: PLC0415
     from sparse_yolo.detector import Detector  # noqa: PLC0415
 
     out = []
@@ -175,7 +175,7 @@ def _recall(row, labels: bool) -> float:
 
 def run_rows(runners: Sequence, image, runs: int, device) -> list:
     """Measure the runners in interleaved rounds, telling the user which one warms up (stderr)."""
-    from sparse_yolo.compare import measure_all  # noqa: PLC0415
+    from sparse_yolo.bench.measure import measure_all  # noqa: PLC0415
 
     announce = lambda name: click.echo(f"running {name} ...", err=True)  # noqa: E731
     return measure_all(runners, image, runs, device, announce)
@@ -184,7 +184,8 @@ def run_rows(runners: Sequence, image, runs: int, device) -> list:
 def _report(image_path: Path, image, detector, weights, labels, runs: int, rows, sweep) -> dict:
     import torch  # noqa: PLC0415
 
-    from sparse_yolo.compare import GFLOPS_CONVENTION, json_safe  # noqa: PLC0415
+    from sparse_yolo.bench.flops import GFLOPS_CONVENTION  # noqa: PLC0415
+    from sparse_yolo.bench.measure import json_safe  # noqa: PLC0415
 
     return json_safe(
         {
@@ -309,7 +310,8 @@ def compare(
       sparse-yolo compare frame.jpg --imgsz 640 1280 --slice 640 --slice-overlap 0.2
       sparse-yolo compare frame.jpg --sweep-active 0.05 0.1 0.2 0.4 --plot sweep.png
     """
-    from sparse_yolo.compare import build_runners, score  # noqa: PLC0415
+    from sparse_yolo.bench.measure import score  # noqa: PLC0415
+    from sparse_yolo.bench.runners import build_runners  # noqa: PLC0415
     from sparse_yolo.eval.labels import load_labels  # noqa: PLC0415
     from sparse_yolo.model.loading import resolve_weights  # noqa: PLC0415
 

@@ -12,31 +12,9 @@ from typing import Any
 import click
 import numpy as np
 
-from sparse_yolo.cli import build_detector, model_options, write_json
+from sparse_yolo.commands.options import build_detector, model_options, tiling_options, write_json
 from sparse_yolo.config import load_config
 from sparse_yolo.errors import SparseYoloError
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def tiling_options(f):
-    for option in reversed(
-        [
-            click.option(
-                "--tile", type=click.IntRange(64), help="Tile edge in px for big rasters (4096)."
-            ),
-            click.option("--overlap", type=click.IntRange(0), help="Tile overlap in px (128)."),
-            click.option(
-                "--merge",
-                type=click.Choice(["nms", "greedy"]),
-                help="Across tiles: nms drops seam-cut boxes then suppresses duplicates; "
-                "greedy fuses seam-cut boxes SAHI-style.",
-            ),
-            click.option("--to-wgs84", is_flag=True, help="Write RFC 7946 EPSG:4326 lon/lat."),
-        ]
-    ):
-        f = option(f)
-    return f
 
 
 @click.command()
@@ -86,18 +64,21 @@ def detect(
         raise SparseYoloError("--preview and --save-mask take a single source")
     output = output or sources[0].with_suffix(".geojson")
     detector = build_detector(_with_tiling(opts))
-    runs = [detector.predict(src, progress=True).run for src in sources]
+    runs = [detector.predict(src, progress=True) for src in sources]
     for run in runs:
         for note in run.warnings:
             click.echo(f"warning: {note}", err=True)
-    write_detections(output, [r.result for r in runs], to_wgs84=opts["to_wgs84"])
-    n = sum(len(r.result.detections) for r in runs)
+    write_detections(output, runs, to_wgs84=opts["to_wgs84"])
+    n = sum(len(r) for r in runs)
     click.echo(f"{n} detections -> {output}")
     if preview or save_mask:
         _write_images(sources[0], runs[0], preview, save_mask, write_preview)
     if stats_path:
         write_json(
-            stats_path, runs[0].stats if len(runs) == 1 else {r.result.name: r.stats for r in runs}
+            stats_path,
+            runs[0].stats.to_dict()
+            if len(runs) == 1
+            else {r.name: r.stats.to_dict() for r in runs},
         )
 
 
@@ -117,7 +98,7 @@ def _write_images(
 
     with open_source(source) as src:
         image, _, scale = src.read_overview(2048)
-    d = run.result.detections
+    d = run.detections
     if preview:
         write_preview(preview, image, d.boxes, d.classes, d.scores, d.names, scale=scale)
         click.echo(f"preview -> {preview}")
@@ -136,6 +117,8 @@ def _write_images(
 # ----------------------------------------------------------------------------------- batch
 def expand_sources(spec: str) -> list[Path]:
     """A folder (its images, sorted) or a glob pattern."""
+    from sparse_yolo.io.raster import IMAGE_SUFFIXES  # noqa: PLC0415
+
     path = Path(spec)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -160,9 +143,9 @@ def _process(src: Path, out: Path, to_wgs84: bool) -> tuple[int, list[str]]:
     """Detect one tile and write its output; returns (detections, warnings)."""
     from sparse_yolo.io.writers import write_detections  # noqa: PLC0415
 
-    run = _WORKER["detector"].predict(src).run
-    write_detections(out, [run.result], to_wgs84=to_wgs84)
-    return len(run.result.detections), run.warnings
+    run = _WORKER["detector"].predict(src)
+    write_detections(out, [run], to_wgs84=to_wgs84)
+    return len(run), run.warnings
 
 
 @click.command()
@@ -309,18 +292,13 @@ def merge_geojson(files: list[Path], out: Path, iou: float = 0.5) -> None:
 
 def _dedupe(features: list[dict[str, Any]], iou: float) -> list[dict[str, Any]]:
     """Class-aware NMS over features by the envelopes of their geometries (best score kept)."""
-    import torch  # noqa: PLC0415
-    import torchvision  # noqa: PLC0415
+    from sparse_yolo.postprocess import nms_boxes  # noqa: PLC0415
 
-    if len(features) < 2:
-        return features
     boxes = []
     for feat in features:
         xy = np.asarray(feat["geometry"]["coordinates"][0], dtype=np.float64)
         boxes.append([*xy.min(0), *xy.max(0)])
-    b = torch.tensor(boxes, dtype=torch.float64)
-    b -= b[:, :2].min(0).values.repeat(2)  # small numbers: CRS metres are large
-    scores = torch.tensor([float(f["properties"]["score"]) for f in features], dtype=b.dtype)
-    classes = torch.tensor([int(f["properties"]["class_id"]) for f in features])
-    keep = torchvision.ops.batched_nms(b, scores, classes, iou).sort().values
+    scores = [float(f["properties"]["score"]) for f in features]
+    classes = [int(f["properties"]["class_id"]) for f in features]
+    keep = nms_boxes(np.asarray(boxes).reshape(-1, 4), np.asarray(scores), np.asarray(classes), iou)
     return [features[i] for i in keep.tolist()]

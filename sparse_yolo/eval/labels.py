@@ -1,57 +1,11 @@
 """Ground-truth labels for one image, mapped onto the detector's COCO-80 class ids.
 
-Four formats are read: COCO instances JSON, YOLO txt, VisDrone-DET txt and DOTA txt. Every
+Five formats are read: COCO instances JSON, YOLO txt, VisDrone-DET txt, DOTA txt and
+DeepForest CSV (trees, class ``NOT_COCO``). Every
 format ends up as a :class:`GroundTruth` in image pixels (xyxy) with class ids as used by
 Ultralytics' COCO models, plus ignore regions where the dataset marks them.
 
-Class mapping tables (the README cites these):
-
-``VISDRONE_TO_COCO`` (VisDrone-DET category -> COCO-80 id; ``None`` = dropped):
-
-    | VisDrone category    | COCO-80 class                  |
-    |----------------------|--------------------------------|
-    | 0 ignored region     | ignore region (not an object)  |
-    | 1 pedestrian         | 0 person                       |
-    | 2 people             | 0 person                       |
-    | 3 bicycle            | 1 bicycle                      |
-    | 4 car                | 2 car                          |
-    | 5 van                | 2 car                          |
-    | 6 truck              | 7 truck                        |
-    | 7 tricycle           | 3 motorcycle                   |
-    | 8 awning-tricycle    | 3 motorcycle                   |
-    | 9 bus                | 5 bus                          |
-    | 10 motor             | 3 motorcycle                   |
-    | 11 others            | dropped                        |
-
-    Rows with score 0 are ignore regions whatever their category.
-
-``DOTA_TO_COCO`` (DOTA v1.0 / v1.5 / v2.0 class -> COCO-80 id; ``None`` = dropped):
-
-    | DOTA class          | COCO-80 class             |
-    |---------------------|---------------------------|
-    | plane               | 4 airplane                |
-    | ship                | 8 boat                    |
-    | small-vehicle       | 2 car                     |
-    | large-vehicle       | 7 truck                   |
-    | storage-tank        | dropped                   |
-    | baseball-diamond    | dropped                   |
-    | tennis-court        | dropped                   |
-    | basketball-court    | dropped                   |
-    | ground-track-field  | dropped                   |
-    | harbor              | dropped                   |
-    | bridge              | dropped                   |
-    | helicopter          | dropped (no COCO class)   |
-    | roundabout          | dropped                   |
-    | soccer-ball-field   | dropped                   |
-    | swimming-pool       | dropped                   |
-    | container-crane     | dropped (v1.5 only)       |
-    | airport             | dropped (v2.0 only)       |
-    | helipad             | dropped (v2.0 only)       |
-
-    Oriented boxes become the axis-aligned box of their four corners. ``difficult=1`` objects of
-    a kept class become ignore regions; objects of a dropped class vanish entirely. Unknown class
-    names are an error rather than silently dropped.
-
+Datasets map onto COCO-80 by the tables in :mod:`sparse_yolo.eval.classes`.
 COCO JSON and YOLO txt carry no mapping: their class ids are taken as the detector's ids (so a
 COCO JSON must use ``category_id`` 0..79 in Ultralytics order, not the original 1..90 ids).
 """
@@ -67,54 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.eval.classes import (
+    COCO_NAMES,
+    DOTA_TO_COCO,
+    VISDRONE_IGNORE_CATEGORY,
+    VISDRONE_TO_COCO,
+)
 
-VISDRONE_IGNORE_CATEGORY = 0
-VISDRONE_TO_COCO: dict[int, int | None] = {
-    1: 0,  # pedestrian -> person
-    2: 0,  # people -> person
-    3: 1,  # bicycle -> bicycle
-    4: 2,  # car -> car
-    5: 2,  # van -> car
-    6: 7,  # truck -> truck
-    7: 3,  # tricycle -> motorcycle
-    8: 3,  # awning-tricycle -> motorcycle
-    9: 5,  # bus -> bus
-    10: 3,  # motor -> motorcycle
-    11: None,  # others -> dropped
-}
-
-DOTA_TO_COCO: dict[str, int | None] = {
-    "plane": 4,
-    "ship": 8,
-    "small-vehicle": 2,
-    "large-vehicle": 7,
-    "storage-tank": None,
-    "baseball-diamond": None,
-    "tennis-court": None,
-    "basketball-court": None,
-    "ground-track-field": None,
-    "harbor": None,
-    "bridge": None,
-    "helicopter": None,
-    "roundabout": None,
-    "soccer-ball-field": None,
-    "swimming-pool": None,
-    "container-crane": None,
-    "airport": None,
-    "helipad": None,
-}
-
-# Names of the COCO-80 ids the mapped datasets can produce.
-COCO_NAMES: dict[int, str] = {
-    0: "person",
-    1: "bicycle",
-    2: "car",
-    3: "motorcycle",
-    4: "airplane",
-    5: "bus",
-    7: "truck",
-    8: "boat",
-}
+__all__ = ["COCO_NAMES", "DOTA_TO_COCO", "VISDRONE_TO_COCO", "GroundTruth", "load_labels"]
 
 _DOTA_HEADERS = ("imagesource:", "gsd:")
 
@@ -315,12 +229,31 @@ def _parse_coco(
     return out.result(names)
 
 
+DEEPFOREST_HEADER = "image_path,xmin,ymin,xmax,ymax,label"
+NOT_COCO = -1  # class id of objects outside COCO-80 (DeepForest's trees)
+
+
+def _parse_deepforest(path: Path, text: str, image_size: tuple[int, int] | None) -> GroundTruth:
+    """DeepForest CSV: a header, then ``image_path,xmin,ymin,xmax,ymax,label`` in pixels."""
+    out = _Collector()
+    for lineno, line in _content_lines(text)[1:]:
+        tokens = [t.strip() for t in line.split(",")]
+        if len(tokens) != 6:
+            raise SparseYoloError(
+                f"line {lineno}: expected '{DEEPFOREST_HEADER}', got {len(tokens)} values", path
+            )
+        x0, y0, x1, y1 = _numbers(tokens[1:5], path, lineno)
+        out.add([x0, y0, x1, y1], NOT_COCO)
+    return out.result({NOT_COCO: "tree"})
+
+
 _Parser = Callable[[Path, str, tuple[int, int] | None], GroundTruth]
 LABEL_FORMATS: dict[str, _Parser] = {
     "coco": _parse_coco,
     "yolo": _parse_yolo,
     "visdrone": _parse_visdrone,
     "dota": _parse_dota,
+    "deepforest": _parse_deepforest,
 }
 
 
@@ -340,6 +273,8 @@ def detect_format(path: Path, text: str) -> str:
     if not lines:
         return "yolo"  # nothing to parse; any text format gives an empty result
     lineno, first = lines[0]
+    if first.replace(" ", "").lower().startswith(DEEPFOREST_HEADER):
+        return "deepforest"
     tokens = first.split()
     if first.lower().startswith(_DOTA_HEADERS) or (
         len(tokens) in (9, 10) and tokens[8] in DOTA_TO_COCO

@@ -14,21 +14,22 @@ Size buckets follow COCO: small area < 32², medium 32² <= area < 96², large >
   predictions matched to it are dropped, and unmatched predictions count as false positives only
   when their own area is in the bucket. Matching is done once, over all sizes.
 
-AP uses Ultralytics' ``ap_per_class`` (101-point interpolated), averaged over the classes that
-have GT; predictions of classes without GT do not lower it. Note that its interpolation puts
-perfect predictions at 0.995, not 1.0, exactly as Ultralytics' ``val`` reports them.
+AP is pycocotools' ``COCOeval`` (101-point interpolated) at the one IoU threshold, over the
+classes that have GT (predictions of classes without GT do not lower it); ignore regions are
+COCO crowd regions of every class, so a prediction inside one is neither true nor false.
 
 Undefined values (recall with no GT, precision with no counted prediction) are ``nan``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import numpy as np
 import torch
 from torchvision.ops import box_iou
-from ultralytics.utils.metrics import ap_per_class
 
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.eval.labels import GroundTruth
@@ -109,20 +110,70 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def _map50(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray, gt_cls: np.ndarray) -> float:
-    """mAP@0.5 over the classes present in ``gt_cls``; nan when there is no GT."""
-    if not len(gt_cls):
-        return math.nan
-    ap = ap_per_class(tp.astype(np.float64).reshape(-1, 1), conf, pred_cls, gt_cls)[5]
-    return float(ap[:, 0].mean())
+def coco_map(
+    pred: Detections, pred_cls: np.ndarray, gt: GroundTruth, gt_cls: np.ndarray, iou: float
+) -> dict[str, float]:
+    """mAP at ``iou`` per size bucket, by pycocotools' ``COCOeval``; nan where no GT.
+
+    Args:
+        pred: detections, (N, 4) xyxy in image pixels.
+        pred_cls: (N,) class ids to score them by (all zero when class-agnostic).
+        gt: ground truth in the same frame; its ignore regions become crowd regions.
+        gt_cls: (G,) class ids of ``gt.boxes``.
+        iou: the IoU threshold.
+    """
+    from pycocotools.coco import COCO  # noqa: PLC0415
+    from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
+
+    cats = sorted({int(c) for c in gt_cls} | {int(c) for c in pred_cls})
+    anns = [_coco_box(b, int(c), 0) for b, c in zip(gt.boxes, gt_cls, strict=True)]
+    anns += [_coco_box(b, c, 1) for b in gt.ignore for c in cats]
+    for i, a in enumerate(anns, 1):
+        a.update(id=i, image_id=1)
+    coco_gt = COCO()
+    coco_gt.dataset = {"images": [{"id": 1}], "categories": [{"id": c} for c in cats]}
+    coco_gt.dataset["annotations"] = anns
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        if not len(pred):
+            return {
+                n: (math.nan if not _n_gt(gt, gt_cls, lo, hi) else 0.0)
+                for n, (lo, hi) in SIZE_BUCKETS.items()
+            }
+        dets = [
+            {**_coco_box(b, int(c), 0), "score": float(s), "image_id": 1}
+            for b, c, s in zip(pred.boxes, pred_cls, pred.scores, strict=True)
+        ]
+        ev = COCOeval(coco_gt, coco_gt.loadRes(dets), "bbox")
+        ev.params.iouThrs = np.array([iou])
+        ev.params.maxDets = [len(pred)]
+        ev.params.areaRng = [[lo, min(hi, 1e10)] for lo, hi in SIZE_BUCKETS.values()]
+        ev.params.areaRngLbl = list(SIZE_BUCKETS)
+        ev.evaluate()
+        ev.accumulate()
+    out = {}
+    for a, name in enumerate(SIZE_BUCKETS):
+        prec = ev.eval["precision"][0, :, :, a, 0]  # (recall points, classes)
+        valid = prec[0] > -1  # classes with GT in this bucket
+        out[name] = float(prec[:, valid].mean()) if valid.any() else math.nan
+    return out
+
+
+def _coco_box(box: np.ndarray, cls: int, crowd: int) -> dict:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    return {"bbox": [x1, y1, w, h], "area": w * h, "category_id": cls, "iscrowd": crowd}
+
+
+def _n_gt(gt: GroundTruth, gt_cls: np.ndarray, lo: float, hi: float) -> int:
+    area = box_area(gt.boxes)
+    return int(((area >= lo) & (area < hi)).sum())
 
 
 def _bucket_stats(
     lo: float,
     hi: float,
-    pred: Detections,
     pred_cls: np.ndarray,
-    gt_cls: np.ndarray,
     match: np.ndarray,
     ignored: np.ndarray,
     gt_area: np.ndarray,
@@ -134,10 +185,6 @@ def _bucket_stats(
     tp_by_pred = int((pred_in & matched).sum())
     fp_by_pred = int((pred_in & ~matched & ~ignored).sum())
     gt_found = int(gt_in[match[matched]].sum())
-    # AP set: TPs of GT in the bucket, plus unmatched non-ignored predictions in the bucket.
-    tp_ap = np.zeros(len(match), bool)
-    tp_ap[matched] = gt_in[match[matched]]
-    use = tp_ap | (pred_in & ~matched & ~ignored)
     return {
         "n_gt": int(gt_in.sum()),
         "n_pred": int(pred_in.sum()),
@@ -146,7 +193,6 @@ def _bucket_stats(
         "n_ignored": int((pred_in & ignored).sum()),
         "recall": _ratio(gt_found, int(gt_in.sum())),
         "precision": _ratio(tp_by_pred, tp_by_pred + fp_by_pred),
-        "map50": _map50(tp_ap[use], pred.scores[use], pred_cls[use], gt_cls[gt_in]),
     }
 
 
@@ -175,8 +221,12 @@ def evaluate(
     if len(gt.ignore) and len(pred):
         ignored = (match < 0) & (box_ioa(pred.boxes, gt.ignore).max(1) > IGNORE_IOA)
     gt_area, pred_area = box_area(gt.boxes), box_area(pred.boxes)
+    ap = coco_map(pred, pred_cls, gt, gt_cls, iou)
     return {
-        name: _bucket_stats(lo, hi, pred, pred_cls, gt_cls, match, ignored, gt_area, pred_area)
+        name: {
+            **_bucket_stats(lo, hi, pred_cls, match, ignored, gt_area, pred_area),
+            "map50": ap[name],
+        }
         for name, (lo, hi) in SIZE_BUCKETS.items()
     }
 

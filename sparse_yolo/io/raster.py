@@ -35,16 +35,19 @@ try:  # GDAL errors that rasterio re-raises without wrapping (private module, st
 except ImportError:  # pragma: no cover - older/newer rasterio
     CPLE_BaseError = RasterioError  # type: ignore[misc,assignment]
 
-PLAIN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+PLAIN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # read with OpenCV
+# What a folder of inputs is searched for: plain images and the usual raster formats.
+IMAGE_SUFFIXES = PLAIN_SUFFIXES | {".tif", ".tiff", ".jp2", ".vrt", ".img"}
 STATS_SIDE = 1024  # long side, in pixels, of the decimated read used for stretch and nodata stats
 PERCENTILES = (2.0, 98.0)
 
 _GDAL_ERRORS = (RasterioError, CPLE_BaseError, OSError)
 
-# GDAL's block cache defaults to 5% of RAM and fills with every new tile's blocks: on a
-# 20000 x 20000 GeoTIFF it grew the process by ~40 MB per 4096 px tile. Tiles are read
-# once, so a small cache loses nothing. A user's own setting wins.
-os.environ.setdefault("GDAL_CACHEMAX", "128")  # MB
+# GDAL's block cache defaults to 5% of RAM and fills with every new tile's blocks, which
+# are read once: a small cache loses nothing and keeps memory bounded by the tile size
+# (docs/performance.md). Set for each open raster through rasterio.Env; a user's own
+# GDAL_CACHEMAX in the environment wins.
+GDAL_CACHEMAX_MB = 128
 
 
 def open_source(path: str | Path) -> ImageSource:
@@ -250,14 +253,23 @@ class RasterSource(ImageSource):
 
     def __init__(self, path: str | Path) -> None:
         self.path = path
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with _gdal_errors(path, "cannot open as a raster"):
-                self._ds = rasterio.open(path)
+        options = (
+            {} if "GDAL_CACHEMAX" in os.environ else {"GDAL_CACHEMAX": GDAL_CACHEMAX_MB * 2**20}
+        )
+        self._env = rasterio.Env(**options)
+        self._env.__enter__()  # held while the source is open: every windowed read runs in it
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with _gdal_errors(path, "cannot open as a raster"):
+                    self._ds = rasterio.open(path)
+        except BaseException:
+            self._env.__exit__(None, None, None)
+            raise
         try:
             self._setup()
         except BaseException:
-            self._ds.close()
+            self.close()
             raise
 
     def _setup(self) -> None:
@@ -342,6 +354,7 @@ class RasterSource(ImageSource):
 
     def close(self) -> None:
         self._ds.close()
+        self._env.__exit__(None, None, None)
 
 
 class PlainImageSource(ImageSource):

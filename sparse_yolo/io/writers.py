@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,35 +29,9 @@ from rasterio.crs import CRS
 from sparse_yolo.atomic import atomic_open
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.geo import pixel_boxes_to_polygons, polygons_to_wgs84
-from sparse_yolo.types import Detections
+from sparse_yolo.types import Result
 
-
-@dataclass
-class SourceDetections:
-    """The detections of one input image, with what is needed to georeference them.
-
-    Attributes:
-        source: the input's path (its file name goes into the outputs).
-        width: image width in pixels.
-        height: image height in pixels.
-        crs: the image's CRS, or None for plain (ungeoreferenced) images.
-        transform: affine from (col, row) pixels to CRS coordinates (identity when no CRS).
-        detections: boxes as ``(N, 4)`` xyxy in full-image pixels.
-    """
-
-    source: str
-    width: int
-    height: int
-    crs: CRS | None
-    transform: Affine
-    detections: Detections
-
-    @property
-    def name(self) -> str:
-        return Path(str(self.source)).name
-
-
-Writer = Callable[[IO[str], Sequence[SourceDetections], bool], None]
+Writer = Callable[[IO[str], Sequence[Result], bool], None]
 
 
 # --- atomic files -----------------------------------------------------------------------
@@ -73,7 +46,7 @@ def _epsg_or_wkt(crs: CRS) -> str:
     return f"urn:ogc:def:crs:EPSG::{epsg}" if epsg else crs.to_wkt()
 
 
-def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None:
+def _output_crs(items: Sequence[Result], to_wgs84: bool) -> CRS | None:
     """The one CRS the geometries of ``items`` will share (None: pixels or WGS84).
 
     Raises:
@@ -83,8 +56,8 @@ def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None
         return None
     distinct: list[CRS] = []
     for item in items:
-        if item.crs is not None and all(item.crs != c for c in distinct):
-            distinct.append(item.crs)
+        if item.georef.crs is not None and all(item.georef.crs != c for c in distinct):
+            distinct.append(item.georef.crs)
     if len(distinct) > 1:
         names = ", ".join(str(c.to_string()) for c in distinct[:4])
         raise SparseYoloError(
@@ -93,18 +66,18 @@ def _output_crs(items: Sequence[SourceDetections], to_wgs84: bool) -> CRS | None
     return distinct[0] if distinct else None
 
 
-def _geometries(item: SourceDetections, to_wgs84: bool) -> list[shapely.Polygon]:
+def _geometries(item: Result, to_wgs84: bool) -> list[shapely.Polygon]:
     """Box polygons of one source: CRS units, lon/lat with ``to_wgs84``, or pixels."""
     boxes = item.detections.boxes
-    if item.crs is None:
+    if item.georef.crs is None:
         if to_wgs84:
             raise SparseYoloError("has no CRS, so it cannot be written in WGS84", item.source)
         return pixel_boxes_to_polygons(boxes, Affine.identity())
-    polys = pixel_boxes_to_polygons(boxes, item.transform)
-    return polygons_to_wgs84(polys, item.crs) if to_wgs84 else polys
+    polys = pixel_boxes_to_polygons(boxes, item.georef.transform)
+    return polygons_to_wgs84(polys, item.georef.crs) if to_wgs84 else polys
 
 
-def _rows(item: SourceDetections) -> Iterator[tuple[int, str, float, list[float]]]:
+def _rows(item: Result) -> Iterator[tuple[int, str, float, list[float]]]:
     """(class_id, class_name, score, [x1, y1, x2, y2] pixels) per detection."""
     det = item.detections
     for cls, score, box in zip(
@@ -121,11 +94,11 @@ def _rows(item: SourceDetections) -> Iterator[tuple[int, str, float, list[float]
 # --- writers ----------------------------------------------------------------------------
 
 
-def write_geojson(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) -> None:
+def write_geojson(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
     """Write a GeoJSON FeatureCollection (see the module docstring)."""
     crs = _output_crs(items, to_wgs84)
-    if crs is not None and any(item.crs is None for item in items):
-        plain = next(item.name for item in items if item.crs is None)
+    if crs is not None and any(item.georef.crs is None for item in items):
+        plain = next(item.name for item in items if item.georef.crs is None)
         raise SparseYoloError(
             f"mixes georeferenced and plain-pixel sources ({plain} has no CRS); "
             "write them to separate files"
@@ -152,7 +125,7 @@ def write_geojson(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool
     json.dump(collection, fh)
 
 
-def write_coco(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) -> None:
+def write_coco(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
     """Write a COCO results list; ``to_wgs84`` is ignored (COCO is pixels only)."""
     results = [
         {
@@ -167,10 +140,10 @@ def write_coco(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) -
     json.dump(results, fh)
 
 
-def write_csv(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) -> None:
+def write_csv(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
     """Write one CSV row per detection; ``geometry_wkt`` is blank for sources without CRS."""
     _output_crs(items, to_wgs84)
-    with_wkt = any(item.crs is not None for item in items)
+    with_wkt = any(item.georef.crs is not None for item in items)
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(
         ["source", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
@@ -178,7 +151,9 @@ def write_csv(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) ->
     )
     for item in items:
         geoms = (
-            _geometries(item, to_wgs84) if item.crs is not None else [None] * len(item.detections)
+            _geometries(item, to_wgs84)
+            if item.georef.crs is not None
+            else [None] * len(item.detections)
         )
         for geom, (cls, name, score, box) in zip(geoms, _rows(item), strict=True):
             wkt = (
@@ -192,9 +167,7 @@ def write_csv(fh: IO[str], items: Sequence[SourceDetections], to_wgs84: bool) ->
 WRITERS: dict[str, Writer] = {".geojson": write_geojson, ".json": write_coco, ".csv": write_csv}
 
 
-def write_detections(
-    path: str | Path, items: Sequence[SourceDetections], to_wgs84: bool = False
-) -> None:
+def write_detections(path: str | Path, items: Sequence[Result], to_wgs84: bool = False) -> None:
     """Write detections of one or more sources to ``path`` in the format its suffix names.
 
     Args:

@@ -22,7 +22,8 @@ budget) follows.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,12 +33,14 @@ from torch import nn
 from ultralytics.nn.modules import Conv
 
 from sparse_yolo.errors import SparseYoloError
-from sparse_yolo.masks import MASKS, PAD_TO, CellMask, cell_grid
 
 MASK_NET_STRIDE = 16  # one logit per 16 px cell
 FEATURE_STRIDE = 4  # statistics are pooled over 4x4 pixel blocks
 N_FEATURES = 4
 DEFAULT_THRESHOLD = 0.3
+# Frames are zero-padded like the detector's cell grid (``sparse_yolo.masks.PAD_TO``, checked
+# equal by the tests); the net does not import the masks, which import it.
+PAD_TO = 32
 
 
 def mask_features(image: np.ndarray) -> np.ndarray:
@@ -114,6 +117,7 @@ class MaskNet(nn.Module):
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
+        self.width = width
         self.body = nn.Sequential(
             Conv(N_FEATURES, width // 2, 3, 2),  # 1/8
             Conv(width // 2, width, 3, 2),  # 1/16
@@ -163,6 +167,36 @@ def logits_to_cells(maps: torch.Tensor, cell: int) -> torch.Tensor:
     return maps.repeat_interleave(r, -2).repeat_interleave(r, -1)
 
 
+MASK_NET_FORMAT = "sparse-yolo-masknet"
+
+
+def save_mask_net(net: MaskNet, path: str | Path, **extra: Any) -> None:
+    """Write a mask net alone (weights and calibrated threshold) atomically: a few hundred
+    KB that ``--mask learned:PATH`` adds to any detector."""
+    from sparse_yolo.atomic import atomic_open  # noqa: PLC0415
+
+    payload = {"format": MASK_NET_FORMAT, "width": net.width, "state_dict": net.state_dict()}
+    with atomic_open(path, binary=True) as f:
+        torch.save({**payload, **extra}, f)
+
+
+def load_mask_net(path: str | Path) -> MaskNet | None:
+    """The net of a :func:`save_mask_net` file, or None when ``path`` is another checkpoint.
+
+    Raises:
+        SparseYoloError: unreadable file.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise SparseYoloError(f"not a PyTorch checkpoint ({type(exc).__name__})", path) from exc
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == MASK_NET_FORMAT):
+        return None
+    net = MaskNet(ckpt["width"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net.eval()
+
+
 def build_mask_net() -> MaskNet:
     """The mask net every checkpoint with ``ModelConfig.mask_net`` carries."""
     return MaskNet()
@@ -206,45 +240,3 @@ def mask_net_loss(
     """
     weight = torch.as_tensor(pos_weight, device=logits.device, dtype=logits.dtype)
     return F.binary_cross_entropy_with_logits(logits[:, 0], targets.to(logits), pos_weight=weight)
-
-
-class LearnedMask(CellMask):
-    """Cells the trained mask net finds likely to hold an object (``--mask learned``).
-
-    The net comes from ``context["mask_net"]`` or from the detector's model
-    (``context["detector"].model.mask_net``). A cell is active when its probability exceeds the
-    net's calibrated ``threshold`` times ``MaskConfig.threshold``.
-
-    Raises:
-        SparseYoloError: the model carries no mask net.
-    """
-
-    name: ClassVar[str] = "learned"
-
-    def __init__(self, cfg: Any, **context: Any) -> None:
-        super().__init__(cfg, **context)
-        self.net = self._find_net()
-
-    def _find_net(self) -> MaskNet:
-        net = self.context.get("mask_net")
-        detector = self.context.get("detector")
-        if net is None and detector is not None:
-            net = getattr(detector.model, "mask_net", None)
-        if net is None:
-            raise SparseYoloError(
-                "--mask learned needs a checkpoint with a trained mask net (sparse-yolo distill)"
-            )
-        return net
-
-    def scores(self, image: np.ndarray) -> np.ndarray:
-        hc, wc = cell_grid(image.shape[0], image.shape[1], self.cfg.cell)
-        probs = self.net.cell_probs(image, self.cfg.cell)
-        return probs[:hc, :wc]
-
-    def select(self, scores: np.ndarray) -> tuple[np.ndarray, float]:
-        """Probability threshold; a strong peak lies halfway between it and 1."""
-        thr = min(float(self.net.threshold) * self.cfg.threshold, 0.999)
-        return scores > thr, (1.0 + thr) / 2.0
-
-
-MASKS[LearnedMask.name] = LearnedMask

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from sparse_yolo.config import MaskConfig
-from sparse_yolo.masks import CellMask, MaskResult, postprocess
+from sparse_yolo.masks import CellMask, LearnedMask, MaskResult, postprocess
 from sparse_yolo.model.masknet import (
     MASK_NET_STRIDE,
-    LearnedMask,
     MaskNet,
     batch_features,
     build_mask_net,

@@ -30,19 +30,19 @@ class NeckCost:
 def neck_cost(model: SparseYOLO, imgsz: int = 640) -> NeckCost:
     """Cost of ``model.neck`` alone on the P3/P4/P5 maps of an ``imgsz`` x ``imgsz`` image.
 
-    Counted with ``thop`` (Ultralytics' FLOP counter) on a copy; parameters counted exactly.
+    Counted with the project's conv counter (:class:`~sparse_yolo.bench.flops.FlopCounter`)
+    on a copy; parameters counted exactly.
     """
-    import thop  # noqa: PLC0415 - ultralytics-thop, installed with ultralytics
+    from sparse_yolo.bench.flops import FlopCounter  # noqa: PLC0415
 
     neck = copy.deepcopy(model.neck).float().eval().cpu()
     feats = [
         torch.zeros(1, f["num_chs"], imgsz // f["reduction"], imgsz // f["reduction"])
         for f in model.feature_info
     ]
-    with torch.no_grad():
-        macs, _ = thop.profile(neck, inputs=(feats,), verbose=False)
+    gflops = FlopCounter.during(lambda: neck(feats), neck)
     params = sum(p.numel() for p in model.neck.parameters())
-    return NeckCost(model.neck.kind, 2 * macs / 1e9, int(params))
+    return NeckCost(model.neck.kind, gflops, int(params))
 
 
 def detections(model: SparseYOLO | Detector, frames: list[Frame], mask: str = "all") -> list:

@@ -1,7 +1,7 @@
 """Synthetic 4K test frames made of real, labelled object crops.
 
 Object-dense crops of real aerial imagery (the VisDrone images and DOTA's P1888 in
-``../shared/data``) are pasted onto a low-texture background, a smooth colour gradient with mild
+``<shared>/data``) are pasted onto a low-texture background, a smooth colour gradient with mild
 noise like water or fields, and their ground-truth boxes move with them:
 
 * :func:`sparse_scene`: crops cover about ``coverage`` of the frame (the sparse pipeline's case).
@@ -16,7 +16,6 @@ their borders do not look like objects to an edge-based mask.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,6 @@ BLOCK = 384  # px: the frame is a grid of blocks; each holds at most one crop
 MIN_CROP = 192
 FEATHER = 6  # px of alpha ramp at crop borders
 MIN_VISIBLE = 0.6  # a box cut by a crop border is kept when this much of it is inside
-SHARED_ENV = "SPARSE_YOLO_SHARED"
 # image (H, W, 3) uint8 BGR, boxes (N, 4) float32 xyxy in its pixels, classes (N,) int64 COCO-80
 Scene = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -54,12 +52,6 @@ def labelled_pairs(root: Path) -> list[tuple[Path, Path]]:
     ]
     pairs.append((data / "dota" / "P1888.png", data / "dota" / "P1888.txt"))
     return pairs
-
-
-def shared_dir() -> Path:
-    """``$SPARSE_YOLO_SHARED``, else the ``shared`` folder beside the repository."""
-    env = os.environ.get(SHARED_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared"
 
 
 def _blur_regions(image: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -199,7 +191,8 @@ def sparse_scene(
     seed: int,
     coverage: float = 0.10,
     hw: tuple[int, int] = FRAME_HW,
-    data_dir: str | Path | None = None,
+    *,
+    data_dir: str | Path,
 ) -> Scene:
     """A 4K frame, mostly empty background, with real object crops on about ``coverage`` of it.
 
@@ -207,23 +200,22 @@ def sparse_scene(
         seed: random seed; the same seed gives the same frame.
         coverage: fraction of the frame covered by pasted crops.
         hw: frame (height, width); 2160 x 3840 by default.
-        data_dir: the ``shared`` folder (default :func:`shared_dir`).
+        data_dir: the folder holding ``data/visdrone`` and ``data/dota`` (the project's
+            ``shared`` folder).
 
     Returns:
         image (H, W, 3) uint8 BGR, boxes (N, 4) float32 xyxy in frame pixels, classes (N,)
         int64 COCO-80 ids.
     """
-    sources = load_sources(str(data_dir or shared_dir()))
+    sources = load_sources(str(data_dir))
     return compose(np.random.default_rng(seed), hw, coverage, False, sources)
 
 
-def urban_scene(
-    seed: int, hw: tuple[int, int] = FRAME_HW, data_dir: str | Path | None = None
-) -> Scene:
+def urban_scene(seed: int, hw: tuple[int, int] = FRAME_HW, *, data_dir: str | Path) -> Scene:
     """A 4K frame tiled with real crops over most of its area (about 89% at 4K).
 
     Returns:
         Like :func:`sparse_scene`.
     """
-    sources = load_sources(str(data_dir or shared_dir()))
+    sources = load_sources(str(data_dir))
     return compose(np.random.default_rng(seed), hw, 1.0, True, sources)
