@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from families import match, random_checkpoint, ultralytics_predict
+from helpers import blob_cells, scene
 
 from sparse_yolo import Detector
 from sparse_yolo.masks import MaskResult
@@ -20,8 +22,6 @@ from sparse_yolo.model.loading import load_model
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend, spconv_available
 from sparse_yolo.sparse.stem import run_stem
-from helpers import blob_cells, scene
-from families import match, random_checkpoint, ultralytics_predict
 
 SPARSE = ["gather"] + (["spconv"] if spconv_available() else [])
 # (model, nc, end2end): every family and size the issue names, class counts spread over them.
@@ -148,7 +148,7 @@ def test_p6_windows_align_to_stride_64(checkpoints):
         det = Detector(model, backend=backend, device="cpu", **{**POST, "post.conf": 0.02})
         det.mask = lambda img, valid=None, frame=None: fixed
         res = det.predict_array(image)
-        assert res.stats["n_windows"] >= 1 and res.stats["window_fraction"] < 1
+        assert res.stats.n_windows >= 1 and res.stats.window_fraction < 1
         runs.append(np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1))
     assert len(runs[0]) > 0
     match(*runs, atol=1e-3, score_atol=1e-4)
