@@ -201,3 +201,26 @@ def test_detect_cli_end_to_end_on_shared_frames(shared, tmp_path, name):
         assert {ft["properties"]["class_name"] for ft in data["features"]} <= {
             f"c{i}" for i in range(10)
         }
+
+
+@pytest.mark.parametrize(
+    ("name", "nc", "e2e", "chains"),
+    [("yolo11n.yaml", 1, None, 2), ("yolo26n.yaml", 10, False, 2), ("yolov8n-p2.yaml", 1, None, 3)],
+)
+def test_lean_neck_chains_equal_ultralytics_modules(checkpoints, name, nc, e2e, chains):
+    """The CPU lean path (no upsampled map, no concatenation) is found in every family's
+    upsample -> concat -> C2f/C3k2 chains and computes what Ultralytics' modules compute."""
+    model = load_model(checkpoints(name, nc, e2e)).fused().double()  # no float32 rounding
+    neck = model.neck
+    assert len(neck._plan) == chains
+    x = torch.from_numpy(_image()).flip(-1).permute(2, 0, 1)[None].double() / 255
+    with torch.no_grad():
+        feats = model.backbone_features(model.dense_stem(x))
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+        neck.lean = False
+        ref = neck(feats)
+        neck.lean = True
+        fast = neck(feats)
+    for a, b in zip(fast, ref, strict=True):
+        assert b.abs().max() > 0.1
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)

@@ -9,7 +9,6 @@ import torch
 from helpers import SHARED_WEIGHTS, randomize_bn, scene, tiny_model
 
 from sparse_yolo import Detector, ModelConfig, SparseYOLO, SparseYoloError
-from sparse_yolo.model.graph import run_layers
 from sparse_yolo.model.loading import load_model
 
 
@@ -220,9 +219,7 @@ def test_pan_neck_inference_path_equals_its_training_path(channels_last):
     model = randomize_bn(tiny_model(seed=7), 7).eval()
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():  # real P3-P5 of two 64 x 96 windows
-        saved = {4: model.dense_stem(torch.rand(2, 3, 64, 96, generator=g))[-1]}
-        run_layers(model.backbone[5:], saved, set(model.neck_inputs))
-        feats = [saved[j] for j in model.neck_inputs]
+        feats = model.backbone_features(model.dense_stem(torch.rand(2, 3, 64, 96, generator=g)))
     if channels_last:
         feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
     for neck in (model.neck, model.fused().neck):
