@@ -47,6 +47,28 @@ def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` for libraries that write by name (GDAL, Arrow).
+
+    The temporary name keeps ``path``'s suffix; on success it replaces ``path`` atomically,
+    on any exception it (and any sidecar the library left, e.g. SQLite's journal) is deleted.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SparseYoloError(f"output directory {path.parent} does not exist", path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        for leftover in path.parent.glob(f"{tmp.name}*"):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise SparseYoloError(f"cannot write: {exc.strerror or exc}", path) from exc
+        raise
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_open(path) as f:

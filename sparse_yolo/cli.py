@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from sparse_yolo.commands import compare, detect, train
+from sparse_yolo.commands import batch, compare, detect, train
 from sparse_yolo.errors import SparseYoloError
 
 
@@ -44,5 +44,5 @@ def main() -> None:
     """
 
 
-for _command in (detect.detect, detect.batch, train.train, train.distill, compare.compare):
+for _command in (detect.detect, batch.batch, train.train, train.distill, compare.compare):
     main.add_command(_command)

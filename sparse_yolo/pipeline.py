@@ -10,6 +10,7 @@ never reach the model.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,8 @@ from sparse_yolo.postprocess import cut_by_seam, merge_tiles
 from sparse_yolo.types import Detections, GeoRef, Result, RunStats
 
 if TYPE_CHECKING:
+    from rasterio.windows import Window
+
     from sparse_yolo.io.raster import ImageSource
     from sparse_yolo.masks import CellMask, MaskResult
 
@@ -56,16 +59,37 @@ class Pipeline:
 
     def run_source(self, src: ImageSource, progress: bool = False) -> Result:
         """The data path of one open source: tiles -> mask -> engine -> merge -> georef."""
-        from sparse_yolo.io.raster import RasterSource  # noqa: PLC0415
+        windows = self.tile_windows(src)
+        acc = self.detect_tiles(src, windows, progress)
+        merged = merge_source(src, acc.dets(), self.config, self.names)
+        single = acc.last if len(windows) == 1 else None
+        return replace(
+            merged,
+            stats=acc.finish(self.config.mask.name),
+            mask=single.mask if single is not None else None,
+            engine=single.engine if single is not None else None,
+            mask_overview=acc.overview,
+            overview_scale=acc.scale,
+        )
+
+    def tile_windows(self, src: ImageSource) -> list[Window]:
+        """The source's tile windows, row-major: the order every run detects them in."""
         from sparse_yolo.io.tiles import tile_windows  # noqa: PLC0415
 
+        cfg = self.config.tiling
+        return tile_windows(src.width, src.height, cfg.tile, cfg.overlap)
+
+    def detect_tiles(
+        self, src: ImageSource, windows: list[Window], progress: bool = False
+    ) -> _TileAccumulator:
+        """Detect in each of ``windows`` (a run may take a part of the source's windows, so
+        workers can share one huge raster); seam cuts are dropped, nothing merged yet."""
         cfg = self.config.tiling
         roi = None
         if self.config.mask.roi:  # only cells inside the region of interest are examined
             from sparse_yolo.io.roi import load_roi  # noqa: PLC0415 - vectors only when asked
 
             roi = load_roi(self.config.mask, src)
-        windows = tile_windows(src.width, src.height, cfg.tile, cfg.overlap)
         name = Path(str(src.path)).name
         acc = _TileAccumulator(src.width, src.height, len(windows), cfg.merge == "nms")
         bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
@@ -81,23 +105,7 @@ class Pipeline:
                 acc.add(win, self.run_array(bgr, None if valid.all() else valid, name))
         finally:
             self.mask.prepare(None)
-        dets = merge_tiles(acc.dets(), self.config.post, cfg.merge)
-        georef = GeoRef(src.width, src.height, src.crs, src.transform)
-        warnings = []
-        if src.crs is None and isinstance(src, RasterSource):
-            warnings.append(f"{name}: no CRS; writing pixel coordinates")
-        single = acc.last if len(windows) == 1 else None
-        return Result(
-            Detections.from_rows(dets, self.names),
-            acc.finish(self.config.mask.name),
-            str(src.path),
-            georef,
-            mask=single.mask if single is not None else None,
-            engine=single.engine if single is not None else None,
-            mask_overview=acc.overview,
-            overview_scale=acc.scale,
-            warnings=warnings,
-        )
+        return acc
 
     def run_array(
         self, image: np.ndarray, valid: np.ndarray | None = None, source_name: str = "<array>"
@@ -137,6 +145,32 @@ class Pipeline:
         )
         d = Detections.from_rows(dets, self.names)
         return Result(d, stats, source_name, GeoRef(width, height), mask=mask, engine=run)
+
+
+def merge_source(
+    src: ImageSource, dets: torch.Tensor, config: DetectorConfig, names: dict[int, str]
+) -> Result:
+    """Merge a source's tile detections and attach its georeference.
+
+    Args:
+        src: the open source.
+        dets: (N, 6) [x1, y1, x2, y2, score, class] in full-raster pixels from
+            :meth:`Pipeline.detect_tiles`, of all its windows (in window order).
+        config: the tiling merge and post-processing settings.
+        names: class id -> name.
+    """
+    from sparse_yolo.io.raster import RasterSource  # noqa: PLC0415
+
+    merged = merge_tiles(dets, config.post, config.tiling.merge)
+    name = Path(str(src.path)).name
+    warnings = []
+    if src.crs is None and isinstance(src, RasterSource):
+        warnings.append(f"{name}: no CRS; writing pixel coordinates")
+    georef = GeoRef(src.width, src.height, src.crs, src.transform)
+    stats = RunStats(image_size=(src.width, src.height))
+    return Result(
+        Detections.from_rows(merged, names), stats, str(src.path), georef, warnings=warnings
+    )
 
 
 def check_image(image: np.ndarray, name: str) -> None:

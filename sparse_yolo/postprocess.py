@@ -8,7 +8,9 @@ merge, in data-path order:
 2. :func:`merge_windows`: across the overlapping windows of one image.
 3. :func:`cut_by_seam` and :func:`merge_tiles`: across the overlapping tiles of one raster,
    in full-raster pixels.
-4. :func:`nms_boxes`: across files, on boxes in any shared frame (e.g. CRS envelopes).
+4. :func:`join_cut_boxes`: across abutting tile files, the pieces of a box cut by their
+   shared edge become one.
+5. :func:`nms_boxes`: across files, on boxes in any shared frame (e.g. CRS envelopes).
 
 Pure torch/torchvision: no model, no GDAL.
 """
@@ -201,3 +203,74 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: f
     s = torch.as_tensor(np.asarray(scores, np.float64))
     keep = torchvision.ops.batched_nms(b, s, torch.as_tensor(np.asarray(classes)), iou)
     return keep.sort().values.numpy()
+
+
+def join_cut_boxes(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    footprints: np.ndarray,
+    tol: float = SEAM_PX,
+    min_overlap: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join the pieces of boxes cut by the shared edge of abutting tiles (e.g. tile files).
+
+    A box is cut on a side when that side lies within ``tol`` of the same side of its own
+    tile. Two pieces join when they have one class, their tiles meet on one line (the right
+    or bottom edge of one is the left or top edge of the other), both are cut on that line,
+    and they overlap along it by at least ``min_overlap`` of the shorter one. Joining is
+    transitive, so the four pieces of a box cut at a tile corner become one. (Two distinct
+    objects touching each other across the edge are joined too: the tiles cannot tell.)
+
+    Args:
+        boxes: (N, 4) xyxy in one pixel frame shared by all tiles (y down).
+        scores: (N,).
+        classes: (N,) int class ids.
+        footprints: (N, 4) xyxy of each box's tile in the same frame; NaN rows never join.
+        tol: pixels within which a box side lies on a tile edge.
+        min_overlap: required overlap along the edge, as a fraction of the shorter piece.
+
+    Returns:
+        ``keep``: (M,) sorted indices of the best-scoring piece of each joined set (and of
+        every box that joined nothing); ``fused``: (M, 4) the union box of each set.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    footprints = np.asarray(footprints, np.float64).reshape(-1, 4)
+    parent = np.arange(len(boxes))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for lo_side, hi_side in ((0, 2), (1, 3)):  # a vertical edge (x), then a horizontal one
+        along = [1, 3] if lo_side == 0 else [0, 2]
+        for i, j in _pieces_on_shared_edges(boxes, footprints, lo_side, hi_side, tol):
+            a, b = boxes[i, along], boxes[j, along]
+            shared = min(a[1], b[1]) - max(a[0], b[0])
+            shorter = min(a[1] - a[0], b[1] - b[0])
+            if classes[i] == classes[j] and shared >= min_overlap * max(shorter, 1e-9):
+                parent[root(i)] = root(j)
+    roots = np.array([root(i) for i in range(len(boxes))], dtype=np.int64)
+    keep, fused = [], []
+    for r in np.unique(roots):
+        members = np.flatnonzero(roots == r)
+        keep.append(members[np.argmax(np.asarray(scores)[members])])
+        fused.append([*boxes[members, :2].min(0), *boxes[members, 2:].max(0)])
+    order = np.argsort(keep, kind="stable")
+    return np.asarray(keep, np.int64)[order], np.asarray(fused, np.float64).reshape(-1, 4)[order]
+
+
+def _pieces_on_shared_edges(
+    boxes: np.ndarray, footprints: np.ndarray, lo_side: int, hi_side: int, tol: float
+) -> list[tuple[int, int]]:
+    """(i, j) pairs: box i cut by its tile's ``hi_side`` edge, box j by its tile's
+    ``lo_side`` edge, on the same line (``hi_side`` is right or bottom)."""
+    with np.errstate(invalid="ignore"):
+        hi = np.flatnonzero(np.abs(boxes[:, hi_side] - footprints[:, hi_side]) <= tol)
+        lo = np.flatnonzero(np.abs(boxes[:, lo_side] - footprints[:, lo_side]) <= tol)
+    on_line: dict[int, list[int]] = {}
+    for j in lo.tolist():
+        on_line.setdefault(round(footprints[j, lo_side]), []).append(j)
+    return [(i, j) for i in hi.tolist() for j in on_line.get(round(footprints[i, hi_side]), ())]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import scene
-from rasters import TRANSFORM, all_nodata, no_crs, rgb_utm, truncated, two_band, write_raster
+from rasters import TRANSFORM, all_nodata, no_crs, truncated, two_band, write_raster
 
 from sparse_yolo.cli import main
 from sparse_yolo.geo import crs_to_pixel
@@ -191,42 +191,6 @@ def test_unknown_mask_lists_known_ones(tmp_path, tiny_weights, utm_scene):
     assert res.exit_code != 0 and "known: all, gradient" in res.output
 
 
-def test_batch_survives_a_corrupt_tile_and_resumes(tmp_path, tiny_weights):
-    tiles = tmp_path / "tiles"
-    tiles.mkdir()
-    for i in range(3):
-        rgb_utm(tiles, f"t{i}.tif")
-    truncated(tiles, "t9_bad.tif")
-    out = tmp_path / "out"
-    res = CliRunner().invoke(
-        main,
-        ["batch", str(tiles), "-o", str(out), "--weights", str(tiny_weights), "--conf", "0.05"],
-    )
-    assert res.exit_code == 1, res.output
-    assert sorted(p.name for p in out.glob("t*.geojson")) == [
-        "t0.geojson",
-        "t1.geojson",
-        "t2.geojson",
-    ]
-    errors = json.loads((out / "errors.json").read_text())
-    assert (
-        list(errors) == [str(tiles / "t9_bad.tif")]
-        and "\n" not in errors[str(tiles / "t9_bad.tif")]
-    )
-    merged = gpd.read_file(out / "all.geojson")
-    per_tile = sum(len(gpd.read_file(out / f"t{i}.geojson")) for i in range(3))
-    assert len(merged) == per_tile and merged.crs.to_epsg() == 32633
-    stamp = (out / "t0.geojson").stat().st_mtime_ns
-    (tiles / "t9_bad.tif").unlink()
-    res = CliRunner().invoke(
-        main, ["batch", str(tiles), "-o", str(out), "--weights", str(tiny_weights), "--resume"]
-    )
-    assert res.exit_code == 0, res.output
-    assert "3 already done, 0 to run" in res.output
-    assert (out / "t0.geojson").stat().st_mtime_ns == stamp
-    assert not (out / "errors.json").exists()
-
-
 def test_help_teaches():
     res = CliRunner().invoke(main, ["detect", "--help"])
     assert res.exit_code == 0 and "Examples:" in res.output and "--max-active" in res.output
@@ -265,46 +229,6 @@ def test_multi_tile_uint16_and_rgba_rasters(tmp_path, tiny_weights):
         assert frame.crs.to_epsg() == 32633
         boxes = np.array([json.loads(b) if isinstance(b, str) else b for b in frame["bbox_px"]])
         assert len(boxes) and (boxes >= 0).all() and (boxes[:, 2:] <= 256).all()
-
-
-def _collection(features, crs="EPSG:32618"):
-    out = {"type": "FeatureCollection", "features": features}
-    if crs:
-        out["crs"] = {"type": "name", "properties": {"name": crs}}
-    return out
-
-
-def _box_feature(x0, y0, x1, y1, score, class_id=2):
-    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
-    return {
-        "type": "Feature",
-        "geometry": {"type": "Polygon", "coordinates": [ring]},
-        "properties": {"class_id": class_id, "class_name": "car", "score": score},
-    }
-
-
-def test_all_geojson_keeps_one_copy_of_an_object_seen_by_overlapping_tiles(tmp_path):
-    from sparse_yolo.commands.detect import merge_geojson
-
-    e, n = 500000.0, 4500000.0  # UTM metres: large numbers, small boxes
-    a = _collection(
-        [_box_feature(e, n, e + 4, n + 2, 0.9), _box_feature(e + 50, n, e + 54, n + 2, 0.8)]
-    )
-    b = _collection(  # the same first car seen by the next tile (slightly shifted), a truck
-        [_box_feature(e + 0.2, n, e + 4.1, n + 2, 0.7), _box_feature(e, n, e + 4, n + 2, 0.6, 7)]
-    )
-    files = []
-    for i, c in enumerate((a, b)):
-        files.append(tmp_path / f"t{i}.geojson")
-        files[-1].write_text(json.dumps(c))
-    merge_geojson(files, tmp_path / "all.geojson")
-    merged = json.loads((tmp_path / "all.geojson").read_text())
-    scores = sorted(f["properties"]["score"] for f in merged["features"])
-    assert scores == [0.6, 0.8, 0.9]  # the 0.7 duplicate went; another class at the spot stays
-    for i, c in enumerate((_collection(a["features"], None), _collection(b["features"], None))):
-        files[i].write_text(json.dumps(c))  # pixel tiles share no frame: nothing is suppressed
-    merge_geojson(files, tmp_path / "all.geojson")
-    assert len(json.loads((tmp_path / "all.geojson").read_text())["features"]) == 4
 
 
 def test_half_on_cpu_is_a_one_line_error(tmp_path, tiny_weights, utm_scene):

@@ -212,3 +212,60 @@ def test_preview_png(tmp_path: Path) -> None:
     with pytest.raises(SparseYoloError, match="png"):
         write_preview(tmp_path / "p.tif", image, BOXES, np.zeros(3), np.zeros(3), NAMES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preview.png", "small.png"]
+
+
+def _read(path: Path) -> gpd.GeoDataFrame:
+    """Rows in input order (FlatGeobuf's spatial index stores them in Hilbert order)."""
+    gdf = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
+    return gdf.sort_values(["source", "x1"], kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".gpkg", ".fgb"])
+def test_archive_formats_open_in_geopandas_with_crs_and_properties(tmp_path, suffix):
+    out = tmp_path / f"dets{suffix}"
+    write_detections(out, [_item(), _item("b.tif", n=1)])
+    gdf = _read(out)
+    assert gdf.crs.to_epsg() == 32633 and len(gdf) == 4
+    assert list(gdf.columns) == [*writers.FRAME_COLUMNS, "geometry"]
+    row = gdf.iloc[1]
+    assert (row.source, row.class_id, row.class_name) == ("a.tif", 1, "car")
+    assert row.score == pytest.approx(0.5) and [row.x1, row.y1, row.x2, row.y2] == [
+        100.5,
+        100.25,
+        120.0,
+        130.0,
+    ]
+    assert gdf["class_id"].dtype.kind == "i" and gdf["score"].dtype.kind == "f"
+    expected = pixel_boxes_to_polygons(BOXES, rasters.TRANSFORM)
+    for geom, poly in zip(gdf.geometry[:3], expected, strict=True):
+        assert geom.equals_exact(poly, 1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no sidecar, no temp
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".gpkg", ".fgb"])
+def test_archive_formats_in_wgs84_in_pixels_and_empty(tmp_path, suffix):
+    wgs = tmp_path / f"wgs{suffix}"
+    write_detections(wgs, [_item(), _item("r.tif", transform=rasters.ROTATED)], to_wgs84=True)
+    gdf = _read(wgs)
+    assert gdf.crs.to_epsg() == 4326
+    lon, lat = gdf.geometry.bounds["minx"], gdf.geometry.bounds["miny"]
+    assert lon.between(14.9, 15.1).all() and lat.between(45.0, 45.2).all()
+    plain = tmp_path / f"plain{suffix}"
+    write_detections(plain, [_item("img.jpg", crs=None)])
+    gdf = _read(plain)
+    assert gdf.crs is None and gdf.total_bounds.tolist() == [10, 5, 256, 130]
+    empty = tmp_path / f"empty{suffix}"
+    write_detections(empty, [_item(n=0)])
+    gdf = _read(empty)
+    assert len(gdf) == 0 and gdf.crs.to_epsg() == 32633
+
+
+def test_failed_archive_write_leaves_nothing(tmp_path, monkeypatch):
+    def broken(self, path, **kwargs):
+        Path(path).write_bytes(b"half a GeoPackage")
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(gpd.GeoDataFrame, "to_file", broken)
+    with pytest.raises(RuntimeError):
+        write_detections(tmp_path / "dets.gpkg", [_item()])
+    assert list(tmp_path.iterdir()) == []

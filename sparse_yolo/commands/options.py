@@ -14,7 +14,7 @@ import click
 from sparse_yolo.atomic import write_json
 from sparse_yolo.errors import SparseYoloError
 
-__all__ = ["build_detector", "model_options", "tiling_options", "write_json"]
+__all__ = ["build_config", "build_detector", "model_options", "tiling_options", "write_json"]
 
 
 def model_options(f):
@@ -71,10 +71,9 @@ def model_options(f):
     return f
 
 
-def build_detector(opts: dict[str, Any]):
-    """Detector from shared options (config file first, then CLI overrides)."""
+def build_config(opts: dict[str, Any]):
+    """The pipeline config from shared options: config file first, then CLI overrides."""
     from sparse_yolo.config import load_config  # noqa: PLC0415 - keep --help fast
-    from sparse_yolo.detector import Detector  # noqa: PLC0415
 
     try:
         cfg = load_config(opts.get("config_path"))
@@ -98,7 +97,17 @@ def build_detector(opts: dict[str, Any]):
     if opts.get("half"):
         overrides["half"] = True
     try:
-        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        return cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:  # unknown mask/backend names, out-of-range values
+        raise SparseYoloError(str(exc)) from exc
+
+
+def build_detector(opts: dict[str, Any]):
+    """Detector from shared options (config file first, then CLI overrides)."""
+    from sparse_yolo.detector import Detector  # noqa: PLC0415
+
+    cfg = build_config(opts)
+    try:
         detector = Detector(opts.get("weights"), config=cfg, device=opts.get("device"))
     except ValueError as exc:  # unknown mask/backend names, out-of-range values
         raise SparseYoloError(str(exc)) from exc

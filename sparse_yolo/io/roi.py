@@ -66,11 +66,8 @@ def load_roi(cfg: MaskConfig, source: ImageSource) -> Roi:
         SparseYoloError: unreadable or empty vector file, a file or raster without CRS,
             or a region that does not overlap the raster.
     """
-    try:
-        import geopandas as gpd  # noqa: PLC0415 - optional: pip install sparse-yolo[roi]
-        from shapely.geometry import Polygon  # noqa: PLC0415
-    except ImportError:
-        raise SparseYoloError("--roi needs geopandas: pip install 'sparse-yolo[roi]'") from None
+    import geopandas as gpd  # noqa: PLC0415 - only when a ROI is given
+    from shapely.geometry import Polygon  # noqa: PLC0415
     path = Path(cfg.roi)
     if source.crs is None:
         raise SparseYoloError(

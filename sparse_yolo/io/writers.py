@@ -1,41 +1,41 @@
-"""Detection writers keyed by output suffix, plus a preview image; all writes are atomic.
+"""Detection writers keyed by output suffix; all writes are atomic.
 
-Formats (``WRITERS``):
+Every GIS format writes one table (:func:`detections_frame`) built with geopandas; the
+binary formats are written by pyogrio (GDAL) and pyarrow, never by hand. Formats
+(``WRITERS``):
     ``.geojson``: FeatureCollection of box polygons. Geometry is in the source CRS when it
         has one (with the legacy ``crs`` member so GDAL/QGIS/geopandas pick it up), in
         image pixels otherwise, or in RFC 7946 EPSG:4326 lon/lat with ``to_wgs84=True``.
         Properties: ``class_id``, ``class_name``, ``score``, ``bbox_px`` (x1, y1, x2, y2 in
         full-image pixels) and ``source`` (file name).
+    ``.parquet`` (GeoParquet), ``.gpkg`` (GeoPackage, layer ``detections``), ``.fgb``
+        (FlatGeobuf): the same geometry and CRS, with columns ``source``, ``class_id``,
+        ``class_name``, ``score`` and the pixel box as ``x1, y1, x2, y2``.
     ``.json``: COCO results list (``pycocotools`` ``COCO.loadRes`` format); ``image_id`` is
         the index of the source in ``items`` and ``category_id`` the model's class id.
     ``.csv``: ``source,class_id,class_name,score,x1,y1,x2,y2`` (pixels), plus
         ``geometry_wkt`` when any source is georeferenced.
+The preview image lives in :mod:`sparse_yolo.io.preview`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import cv2
-import numpy as np
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
 
-from sparse_yolo.atomic import atomic_open
+from sparse_yolo.atomic import atomic_open, atomic_path
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.geo import pixel_boxes_to_polygons, polygons_to_wgs84
+from sparse_yolo.io.preview import class_color, write_preview  # noqa: F401 - re-exported
 from sparse_yolo.types import Result
-
-Writer = Callable[[IO[str], Sequence[Result], bool], None]
-
-
-# --- atomic files -----------------------------------------------------------------------
-
 
 # --- coordinate frames ------------------------------------------------------------------
 
@@ -91,36 +91,76 @@ def _rows(item: Result) -> Iterator[tuple[int, str, float, list[float]]]:
         )
 
 
-# --- writers ----------------------------------------------------------------------------
+# --- one table of detections -----------------------------------------------------------
 
 
-def write_geojson(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
-    """Write a GeoJSON FeatureCollection (see the module docstring)."""
+def detections_frame(items: Sequence[Result], to_wgs84: bool = False, mixed_ok=False):
+    """All detections of ``items`` as one GeoDataFrame, the table every GIS format writes.
+
+    Columns: ``source`` (file name), ``class_id``, ``class_name``, ``score``, ``x1``, ``y1``,
+    ``x2``, ``y2`` (full-image pixels) and ``geometry`` (box polygons in the shared CRS,
+    EPSG:4326 lon/lat with ``to_wgs84``, or pixels when no source has a CRS).
+
+    Args:
+        items: one record per source.
+        to_wgs84: reproject every geometry to EPSG:4326.
+        mixed_ok: allow plain-pixel sources beside georeferenced ones (their geometry is
+            empty); only CSV can say that.
+
+    Raises:
+        SparseYoloError: sources in different CRSs without ``to_wgs84``, or mixed
+            georeferenced and plain sources without ``mixed_ok``.
+    """
+    import geopandas as gpd  # noqa: PLC0415 - pandas only when writing
+
     crs = _output_crs(items, to_wgs84)
-    if crs is not None and any(item.georef.crs is None for item in items):
+    if crs is not None and not mixed_ok and any(item.georef.crs is None for item in items):
         plain = next(item.name for item in items if item.georef.crs is None)
         raise SparseYoloError(
             f"mixes georeferenced and plain-pixel sources ({plain} has no CRS); "
             "write them to separate files"
         )
-    features = []
+    columns: dict[str, list[Any]] = {k: [] for k in (*FRAME_COLUMNS, "geometry")}
     for item in items:
-        for poly, (cls, name, score, box) in zip(
-            _geometries(item, to_wgs84), _rows(item), strict=True
-        ):
-            props = {
-                "class_id": cls,
-                "class_name": name,
-                "score": score,
-                "bbox_px": box,
-                "source": item.name,
-            }
-            features.append(
-                {"type": "Feature", "geometry": shapely.geometry.mapping(poly), "properties": props}
-            )
+        plain_beside_crs = item.georef.crs is None and crs is not None
+        geoms = [None] * len(item.detections) if plain_beside_crs else _geometries(item, to_wgs84)
+        for geom, (cls, name, score, box) in zip(geoms, _rows(item), strict=True):
+            for key, value in zip(FRAME_COLUMNS, (item.name, cls, name, score, *box), strict=True):
+                columns[key].append(value)
+            columns["geometry"].append(geom)
+    geometry = columns.pop("geometry")
+    frame_crs = "EPSG:4326" if to_wgs84 else crs
+    frame = gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries(geometry, crs=frame_crs))
+    frame = frame.astype({"class_id": "int64", "score": "float64"})
+    frame.attrs["rfc7946"] = to_wgs84  # lon/lat in EPSG:4326: GeoJSON names no CRS
+    return frame
+
+
+FRAME_COLUMNS = ("source", "class_id", "class_name", "score", "x1", "y1", "x2", "y2")
+
+
+# --- writers ----------------------------------------------------------------------------
+
+
+def write_geojson(fh: IO[str], frame) -> None:
+    """Write a GeoJSON FeatureCollection (see the module docstring)."""
+    features = []
+    for row, geom in zip(
+        frame[list(FRAME_COLUMNS)].itertuples(index=False), frame.geometry, strict=True
+    ):
+        props = {
+            "class_id": int(row.class_id),
+            "class_name": row.class_name,
+            "score": float(row.score),
+            "bbox_px": [float(row.x1), float(row.y1), float(row.x2), float(row.y2)],
+            "source": row.source,
+        }
+        features.append(
+            {"type": "Feature", "geometry": shapely.geometry.mapping(geom), "properties": props}
+        )
     collection: dict[str, Any] = {"type": "FeatureCollection"}
-    if crs is not None:
-        collection["crs"] = {"type": "name", "properties": {"name": _epsg_or_wkt(crs)}}
+    if frame.crs is not None and not frame.attrs.get("rfc7946"):
+        collection["crs"] = {"type": "name", "properties": {"name": _epsg_or_wkt(frame.crs)}}
     collection["features"] = features
     json.dump(collection, fh)
 
@@ -140,144 +180,93 @@ def write_coco(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
     json.dump(results, fh)
 
 
-def write_csv(fh: IO[str], items: Sequence[Result], to_wgs84: bool) -> None:
+def write_csv(fh: IO[str], frame) -> None:
     """Write one CSV row per detection; ``geometry_wkt`` is blank for sources without CRS."""
-    _output_crs(items, to_wgs84)
-    with_wkt = any(item.georef.crs is not None for item in items)
+    with_wkt = frame.crs is not None
     writer = csv.writer(fh, lineterminator="\n")
-    writer.writerow(
-        ["source", "class_id", "class_name", "score", "x1", "y1", "x2", "y2"]
-        + (["geometry_wkt"] if with_wkt else [])
-    )
-    for item in items:
-        geoms = (
-            _geometries(item, to_wgs84)
-            if item.georef.crs is not None
-            else [None] * len(item.detections)
-        )
-        for geom, (cls, name, score, box) in zip(geoms, _rows(item), strict=True):
-            wkt = (
-                [shapely.to_wkt(geom, rounding_precision=-1) if geom is not None else ""]
-                if with_wkt
-                else []
+    writer.writerow([*FRAME_COLUMNS, *(["geometry_wkt"] if with_wkt else [])])
+    for row, geom in zip(
+        frame[list(FRAME_COLUMNS)].itertuples(index=False), frame.geometry, strict=True
+    ):
+        wkt = "" if geom is None else shapely.to_wkt(geom, rounding_precision=-1)
+        writer.writerow([*row, *([wkt] if with_wkt else [])])
+
+
+def _ogr(driver: str) -> Callable[[Path, Any], None]:
+    def write(path: Path, frame) -> None:
+        with warnings.catch_warnings():  # pixel coordinates have no CRS, by design
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            frame.to_file(
+                path, driver=driver, engine="pyogrio", layer="detections", geometry_type="Polygon"
             )
-            writer.writerow([item.name, cls, name, score, *box, *wkt])
+
+    return write
 
 
-WRITERS: dict[str, Writer] = {".geojson": write_geojson, ".json": write_coco, ".csv": write_csv}
+def _parquet(path: Path, frame) -> None:
+    frame.to_parquet(path, index=False)
+
+
+TEXT_WRITERS: dict[str, Callable[[IO[str], Any], None]] = {
+    ".geojson": write_geojson,
+    ".csv": write_csv,
+}
+FILE_WRITERS: dict[str, Callable[[Path, Any], None]] = {
+    ".parquet": _parquet,  # GeoParquet, through pyarrow
+    ".gpkg": _ogr("GPKG"),
+    ".fgb": _ogr("FlatGeobuf"),
+}
+FRAME_WRITERS = (*TEXT_WRITERS, *FILE_WRITERS)
+WRITERS = (".geojson", ".json", ".csv", *FILE_WRITERS)
+
+
+def write_frame(path: str | Path, frame) -> None:
+    """Write a detections table (:func:`detections_frame`'s columns) by ``path``'s suffix.
+
+    Raises:
+        SparseYoloError: a suffix without a table format, or a failed write. Nothing is
+            left at ``path`` (or next to it) when writing fails.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in TEXT_WRITERS:
+        with atomic_open(path) as fh:
+            TEXT_WRITERS[suffix](fh, frame)
+    elif suffix in FILE_WRITERS:
+        with atomic_path(path) as tmp:
+            FILE_WRITERS[suffix](tmp, frame)
+    else:
+        known = ", ".join(FRAME_WRITERS)
+        raise SparseYoloError(
+            f"cannot write a detections table as {suffix!r}; known: {known}", path
+        )
 
 
 def write_detections(path: str | Path, items: Sequence[Result], to_wgs84: bool = False) -> None:
     """Write detections of one or more sources to ``path`` in the format its suffix names.
 
     Args:
-        path: output file; ``.geojson``, ``.json`` (COCO results) or ``.csv``.
+        path: output file; ``.geojson``, ``.json`` (COCO results), ``.csv``, ``.parquet``
+            (GeoParquet), ``.gpkg`` (GeoPackage) or ``.fgb`` (FlatGeobuf).
         items: one record per source, in input order (COCO ``image_id`` is this index).
-        to_wgs84: write geometries as EPSG:4326 lon/lat (GeoJSON, CSV).
+        to_wgs84: write geometries as EPSG:4326 lon/lat (every format but COCO).
 
     Raises:
         SparseYoloError: unknown suffix, incompatible sources, or a failed write. Nothing is
             left at ``path`` (or next to it) when writing fails.
     """
     path = Path(path)
-    writer = WRITERS.get(path.suffix.lower())
-    if writer is None:
+    suffix = path.suffix.lower()
+    if suffix not in WRITERS:
         raise SparseYoloError(
             f"unknown output format {path.suffix or '(no suffix)'!r}; known: {', '.join(WRITERS)}",
             path,
         )
-    with atomic_open(path) as fh:
-        writer(fh, items, to_wgs84)
-
-
-# --- preview ----------------------------------------------------------------------------
-
-
-def class_color(class_id: int) -> tuple[int, int, int]:
-    """A stable, saturated BGR colour for a class id."""
-    hue = (class_id * 47) % 180  # OpenCV hue range is 0..179
-    bgr = cv2.cvtColor(np.array([[[hue, 220, 255]]], dtype=np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
-    return int(bgr[0]), int(bgr[1]), int(bgr[2])
-
-
-def write_preview(
-    path: str | Path,
-    image_bgr: np.ndarray,
-    boxes_xyxy: np.ndarray,
-    classes: np.ndarray,
-    scores: np.ndarray,
-    names: dict[int, str],
-    scale: float = 1.0,
-    max_side: int | None = None,
-) -> None:
-    """Draw boxes on an image and write it (PNG, or JPEG by suffix) atomically.
-
-    Args:
-        path: output image, ``.png`` (or ``.jpg``/``.jpeg``).
-        image_bgr: ``(h, w, 3)`` uint8 BGR, e.g. ``ImageSource.read_overview()``'s image.
-        boxes_xyxy: ``(N, 4)`` xyxy in full-image pixels.
-        classes: ``(N,)`` class ids.
-        scores: ``(N,)`` confidences.
-        names: class id -> name for the labels.
-        scale: image pixels per full-image pixel (the overview's ``scale``; 1.0 when
-            ``image_bgr`` is the full image).
-        max_side: if given, downscale the image further so its long side fits.
-
-    Raises:
-        SparseYoloError: unsupported suffix or a failed write.
-    """
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise SparseYoloError("preview must be a .png (or .jpg) file", path)
-    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-        raise ValueError(
-            f"image_bgr must be (h, w, 3) uint8, got {image_bgr.shape} {image_bgr.dtype}"
-        )
-    canvas = image_bgr
-    if max_side is not None and max(canvas.shape[:2]) > max_side:
-        shrink = max_side / max(canvas.shape[:2])
-        size = (max(1, round(canvas.shape[1] * shrink)), max(1, round(canvas.shape[0] * shrink)))
-        canvas = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA)
-        scale *= canvas.shape[1] / image_bgr.shape[1]
-    canvas = _draw_boxes(
-        canvas.copy(),
-        np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) * scale,
-        classes,
-        scores,
-        names,
-    )
-    ok, encoded = cv2.imencode(path.suffix.lower(), canvas)
-    if not ok:
-        raise SparseYoloError("OpenCV could not encode the preview", path)
-    with atomic_open(path, binary=True) as fh:
-        fh.write(encoded.tobytes())
-
-
-def _draw_boxes(
-    canvas: np.ndarray,
-    boxes: np.ndarray,
-    classes: np.ndarray,
-    scores: np.ndarray,
-    names: dict[int, str],
-) -> np.ndarray:
-    """Draw ``(N, 4)`` xyxy boxes (canvas pixels) in place, labelled when wide enough."""
-    thick = max(1, round(max(canvas.shape[:2]) / 1000))
-    for box, cls, score in zip(
-        boxes, np.asarray(classes).tolist(), np.asarray(scores).tolist(), strict=True
-    ):
-        x1, y1, x2, y2 = (round(v) for v in box)
-        color = class_color(int(cls))
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thick, cv2.LINE_AA)
-        if x2 - x1 >= 24:
-            label = f"{names.get(int(cls), str(cls))} {score:.2f}"
-            cv2.putText(
-                canvas,
-                label,
-                (x1, max(y1 - 3, 10)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                0.35 * thick,
-                color,
-                thick,
-                cv2.LINE_AA,
-            )
-    return canvas
+    if suffix == ".json":
+        with atomic_open(path) as fh:
+            write_coco(fh, items, to_wgs84)
+        return
+    frame = detections_frame(items, to_wgs84, mixed_ok=suffix == ".csv")
+    if not path.parent.is_dir():
+        raise SparseYoloError(f"output directory {path.parent} does not exist", path)
+    write_frame(path, frame)
