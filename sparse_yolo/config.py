@@ -12,16 +12,6 @@ from typing import Any
 
 import yaml
 
-# Ultralytics' YOLOv8 compound scales: (depth multiple, width multiple, max channels).
-SCALES: dict[str, tuple[float, float, int]] = {
-    "n": (0.33, 0.25, 1024),
-    "s": (0.33, 0.50, 1024),
-    "m": (0.67, 0.75, 768),
-    "l": (1.00, 1.00, 512),
-    "x": (1.00, 1.25, 512),
-    # Not an Ultralytics scale: a random-init model small enough for unit tests.
-    "tiny": (0.33, 0.125, 256),
-}
 NECKS = ("pan", "slim")
 BACKENDS = ("auto", "gather", "spconv", "dense")
 FILLS = ("flat", "zero")
@@ -37,11 +27,16 @@ class ModelConfig:
     """Architecture of a SparseYOLO model; embedded in every checkpoint.
 
     Attributes:
-        scale: one of ``SCALES``; sets depth, width and max channels.
+        scale: a scale of the family's YAML (``n``, ``s``, ``m``, ``l``, ``x``), or ``tiny``
+            (not an Ultralytics scale: a random-init model small enough for unit tests).
         nc: number of classes.
         names: class names, ``len(names) == nc`` (defaults to ``class{i}``).
-        neck: ``pan`` (YOLOv8's own) or ``slim`` (GSConv + VoVGSCSP).
+        neck: ``pan`` (the checkpoint's own neck) or ``slim`` (GSConv + VoVGSCSP).
         mask_net: whether the model carries a learned mask net (``--mask learned``).
+        arch: the Ultralytics model family: a YAML shipped with Ultralytics without its
+            scale letter (``yolov8``, ``yolov8-p2``, ``yolov8-p6``, ``yolo11``, ``yolo26``,
+            ...) or a path to a model YAML. A checkpoint also carries its layer graph, so
+            ``arch`` only matters when a model is built fresh.
     """
 
     scale: str = "n"
@@ -49,9 +44,11 @@ class ModelConfig:
     names: tuple[str, ...] = ()
     neck: str = "pan"
     mask_net: bool = False
+    arch: str = "yolov8"
 
     def __post_init__(self) -> None:
-        _choice("scale", self.scale, list(SCALES))
+        if not self.scale or not self.arch:
+            raise ValueError("model scale and arch must be non-empty")
         _choice("neck", self.neck, NECKS)
         if self.nc < 1:
             raise ValueError(f"nc must be >= 1, got {self.nc}")
@@ -59,6 +56,14 @@ class ModelConfig:
         if len(names) != self.nc:
             raise ValueError(f"{len(names)} class names given for nc={self.nc}")
         object.__setattr__(self, "names", names)
+
+    @classmethod
+    def from_name(cls, name: str, **kwargs: Any) -> ModelConfig:
+        """From an Ultralytics model name, e.g. ``yolo11n.yaml`` or ``yolov8s-p2.yaml``."""
+        from sparse_yolo.model.graph import split_model_name  # noqa: PLC0415
+
+        arch, scale = split_model_name(name)
+        return cls(scale=scale or "n", arch=arch, **kwargs)
 
 
 @dataclass(frozen=True)

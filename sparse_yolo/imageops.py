@@ -22,16 +22,16 @@ def bgr_to_batch(
     image: np.ndarray | torch.Tensor,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-    pad: bool = True,
+    pad: int = PAD_TO,
 ) -> torch.Tensor:
-    """(H, W, 3) uint8 BGR -> (1, 3, Hp, Wp) RGB in [0, 1], zero-padded to ``PAD_TO`` on the
-    bottom and right when ``pad`` (so pixel coordinates are unchanged)."""
+    """(H, W, 3) uint8 BGR -> (1, 3, Hp, Wp) RGB in [0, 1], zero-padded on the bottom and
+    right to multiples of ``pad`` px (0: not padded), so pixel coordinates are unchanged."""
     x = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else image
     x = x.to(device).permute(2, 0, 1).flip(0)[None].to(dtype) / 255
     if not pad:
         return x
     h, w = x.shape[-2:]
-    return F.pad(x, (0, padded(w) - w, 0, padded(h) - h))
+    return F.pad(x, (0, padded(w, pad) - w, 0, padded(h, pad) - h))
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

@@ -34,7 +34,11 @@ def nms(dets: torch.Tensor, post: PostprocessConfig) -> torch.Tensor:
 
 
 def window_nms(
-    cand: torch.Tensor, windows: torch.Tensor, post: PostprocessConfig, stride: int = 8
+    cand: torch.Tensor,
+    windows: torch.Tensor,
+    post: PostprocessConfig,
+    stride: int = 8,
+    suppress: bool = True,
 ) -> torch.Tensor:
     """NMS within each window, then shift the kept boxes to image pixels.
 
@@ -43,11 +47,16 @@ def window_nms(
         windows: (B, 4) windows (y0, x0, h, w) in ``stride`` units.
         post: IoU threshold and class-agnostic flag.
         stride: pixels per window unit.
+        suppress: False for an end-to-end (NMS-free) head, whose top-k Ultralytics keeps.
 
     Returns:
         (M, 6) on CPU, in image pixels.
     """
     win = cand[:, 6].long()
+    if not suppress:
+        out = cand[:, :6].cpu()
+        out[:, :4] += (windows[:, [1, 0, 1, 0]] * stride).to(out)[win.cpu()]
+        return out
     # One NMS group per (window, class): offsetting by a class count larger than any class
     # id keeps the groups distinct without knowing the model's nc.
     span = 1 if post.agnostic else int(cand[:, 5].max().item()) + 1 if len(cand) else 1
@@ -60,14 +69,17 @@ def window_nms(
 
 
 def merge_windows(
-    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig
+    dets: torch.Tensor, image_hw: tuple[int, int], post: PostprocessConfig, suppress: bool = True
 ) -> torch.Tensor:
-    """Merge detections from overlapping windows of one image: clip to it, then NMS.
+    """Merge detections from overlapping windows of one image: NMS, then clip to it.
+
+    NMS runs on the boxes as predicted and clipping comes after, in Ultralytics' order.
 
     Args:
         dets: (N, 6) in image pixels.
         image_hw: (H, W); boxes are clipped to it and boxes centred outside are dropped.
         post: IoU threshold, class-agnostic flag and max_det.
+        suppress: run NMS (False: only sort, cap and clip: one window of an end-to-end head).
 
     Returns:
         (M, 6) sorted by descending score, at most ``post.max_det`` rows.
@@ -75,9 +87,13 @@ def merge_windows(
     h, w = image_hw
     cx, cy = (dets[:, 0] + dets[:, 2]) / 2, (dets[:, 1] + dets[:, 3]) / 2
     dets = dets[(cx < w) & (cy < h)]
+    if suppress:
+        dets = nms(dets, post)
+    else:
+        dets = dets[torch.argsort(dets[:, 4], descending=True, stable=True)[: post.max_det]]
     dets[:, [0, 2]] = dets[:, [0, 2]].clamp(0, w)
     dets[:, [1, 3]] = dets[:, [1, 3]].clamp(0, h)
-    return nms(dets, post)
+    return dets
 
 
 def cut_by_seam(

@@ -122,3 +122,28 @@ def test_distill_command_end_to_end(tmp_path: Path, shared: Path) -> None:
     frame = cv2.imread(str(next(images.glob("*.jpg"))))
     result = Detector(out, mask="learned", device="cpu").predict(frame)
     assert result.stats.mask == "learned" and np.isfinite(result.stats.active_fraction)
+
+
+def test_slim_student_of_a_yolo11_teacher(tmp_path: Path) -> None:
+    """Any backbone width: a YOLO11n teacher (a saved Ultralytics checkpoint) gets a slim
+    neck built for its channels; the student runs, learns and round-trips a checkpoint."""
+    from families import random_checkpoint
+
+    weights = tmp_path / "yolo11n.pt"
+    random_checkpoint(weights, "yolo11n.yaml", 5, [scene(128, 128)])
+    teacher = load_model(weights)
+    student = build_student(teacher, mask_net=False)
+    assert student.neck.kind == "slim" and student.cfg.arch == "yolo11"
+    assert [f["num_chs"] for f in student.feature_info] == [128, 128, 256]
+    torch.manual_seed(0)
+    cfg = DistillConfig(teacher="", images="", out="", lr=3e-3, mask=False)
+    distiller = Distiller(teacher, student, cfg, "cpu")
+    fixed = [scene(128, 128, seed=s) for s in range(2)]
+    history = [distiller.step(fixed) for _ in range(6)]
+    assert history[-1]["mimic"] < history[0]["mimic"]
+    path = tmp_path / "slim.pt"
+    student.eval().save(path)
+    loaded = load_model(path)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x)[0], student(x)[0])

@@ -107,7 +107,7 @@ def test_windowed_remainder_identical_across_backends(tiny):
     from sparse_yolo.masks import make_mask
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
-    from sparse_yolo.sparse.stem import run_stem
+    from sparse_yolo.sparse.stem import densify, run_stem
 
     image = scene(224, 320, 8, seed=2)
     mask = make_mask(MaskConfig())(image)
@@ -120,7 +120,7 @@ def test_windowed_remainder_identical_across_backends(tiny):
             pyr = ActivePyramid(torch.from_numpy(mask.cells), mask.cell)
             feats = run_stem(tiny.stem, be, torch.from_numpy(image), pyr)
             preds[name] = [
-                tiny.forward_p3(be.windows(feats, g))[0] for g in group_by_shape(windows)
+                tiny.forward_p3(densify(be, feats, g))[0] for g in group_by_shape(windows)
             ]
     for a, b in zip(preds["gather"], preds["dense"], strict=True):
         torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
@@ -134,7 +134,7 @@ def test_masked_training_forward_equals_sparse_inference(fill):
 
     from sparse_yolo.sparse.active import ActivePyramid
     from sparse_yolo.sparse.backends import make_backend
-    from sparse_yolo.sparse.stem import flat_response, run_stem
+    from sparse_yolo.sparse.stem import densify, flat_response, run_stem
 
     model = tiny_model()
     image = torch.from_numpy(scene(64, 96, 4))
@@ -144,8 +144,10 @@ def test_masked_training_forward_equals_sparse_inference(fill):
         train_path = model(x, cells[None], fill=fill)[0]
         g = make_backend("gather")
         feats = run_stem(model.stem, g, image, ActivePyramid(cells, 16))
-        background = flat_response(model.stem, x.mean((2, 3)))[0] if fill == "flat" else None
-        p3 = g.windows(feats, torch.tensor([[0, 0, 8, 12]]), background)
+        background = [f[0] for f in flat_response(model.stem, x.mean((2, 3)))]
+        p3 = densify(
+            g, feats, torch.tensor([[0, 0, 8, 12]]), background if fill == "flat" else None
+        )
         sparse = model.forward_p3(p3)[0]
         zero_fill = model(x, cells[None], fill="zero")[0]
     torch.testing.assert_close(train_path, sparse, atol=1e-4, rtol=1e-4)
@@ -202,7 +204,7 @@ def test_background_fill_takes_its_colour_from_valid_pixels_only(monkeypatch):
         engine._fill(image, pyramid, None, frame)
         everything = ActivePyramid(torch.ones(2, 2, dtype=torch.bool), 32)
         assert engine._fill(image, everything, valid) is None  # nothing to fill
-    assert fill.shape == (engine.model.stem[-1].cv2.conv.out_channels,)
+    assert [f.shape for f in fill] == [(engine.model.stem[-1].cv2.conv.out_channels,)]
     torch.testing.assert_close(colours[0], torch.tensor([[100.0, 150.0, 200.0]]) / 255)
     torch.testing.assert_close(colours[1], torch.tensor([[50.0, 75.0, 100.0]]) / 255)
     torch.testing.assert_close(colours[2], colours[0])
@@ -217,10 +219,7 @@ def test_pan_neck_inference_path_equals_its_training_path(channels_last):
     model = randomize_bn(tiny_model(seed=7), 7).eval()
     g = torch.Generator().manual_seed(7)
     with torch.no_grad():  # real P3-P5 of two 64 x 96 windows
-        p3 = model.dense_stem(torch.rand(2, 3, 64, 96, generator=g))
-        b = model.backbone
-        p4 = b[6](b[5](p3))
-        feats = [p3, p4, b[9](b[8](b[7](p4)))]
+        feats = model.backbone_features(model.dense_stem(torch.rand(2, 3, 64, 96, generator=g)))
     if channels_last:
         feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
     for neck in (model.neck, model.fused().neck):

@@ -26,7 +26,7 @@ def _stem_outputs(model, image, cells, cell, names):
             backend = make_backend(name)
             feats = run_stem(
                 model.stem, backend, image, ActivePyramid(torch.from_numpy(cells), cell)
-            )
+            )[-1]
             out[name] = (backend, feats)
     return out
 
@@ -116,7 +116,7 @@ def test_flat_response_is_the_interior_of_a_large_flat_image(scale):
         x = colour[:, :, None, None].expand(1, 3, 640, 640).contiguous()
         for layer in model.stem:
             x = layer(x)
-        fill = flat_response(model.stem, colour)
+        fill = flat_response(model.stem, colour)[-1]
     assert x.abs().max() > 0.5  # features of real magnitude, so the tolerance means something
     torch.testing.assert_close(fill, x[:, :, 40, 40], atol=1e-5, rtol=1e-5)
     model.train()  # training-mode BatchNorm must not see (or learn from) the flat patch
@@ -155,8 +155,8 @@ def test_half_stem_follows_the_float_stem(backend):
     assert got.dtype == torch.float16
     scale = want.abs().max()
     assert scale > 0.1 and (got.float() - want).abs().max() < 5e-3 * scale
-    fill = flat_response(half.stem, torch.tensor([[0.3, 0.5, 0.7]], dtype=torch.float16))
-    ref_fill = flat_response(model.stem, torch.tensor([[0.3, 0.5, 0.7]]))
+    fill = flat_response(half.stem, torch.tensor([[0.3, 0.5, 0.7]], dtype=torch.float16))[-1]
+    ref_fill = flat_response(model.stem, torch.tensor([[0.3, 0.5, 0.7]]))[-1]
     assert fill.dtype == torch.float16
     torch.testing.assert_close(
         fill.float(), ref_fill, atol=5e-3 * float(ref_fill.abs().max()), rtol=0
@@ -173,8 +173,9 @@ def test_stem_with_every_cell_equals_ultralytics_modules(backend):
     image = torch.from_numpy(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
     be = make_backend(backend)
     with torch.inference_mode():
-        out = be.grid(run_stem(model.stem, be, image, ActivePyramid(torch.ones(6, 8).bool(), 16)))
-        ref = model.dense_stem(image.permute(2, 0, 1).flip(0)[None].float() / 255)
+        pyramid = ActivePyramid(torch.ones(6, 8).bool(), 16)
+        out = be.grid(run_stem(model.stem, be, image, pyramid)[-1])
+        ref = model.dense_stem(image.permute(2, 0, 1).flip(0)[None].float() / 255)[-1]
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
@@ -191,3 +192,83 @@ def test_pointwise_cat_reads_column_slices_without_a_copy():
         want = cv2(torch.cat(parts, 1)[:, :, None, None])[:, :, 0, 0]
         got = torch.nn.functional.silu(pointwise_cat(cv2, parts))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _stem_of(module: torch.nn.Module, c: int = 16):
+    """A two-layer stem: the image Conv (3x3 stride 2), then ``module`` on its output."""
+    from ultralytics.nn.modules import Conv
+
+    from sparse_yolo.sparse.stem import Stem
+
+    layers = [Conv(3, c, 3, 2), module]
+    for i, m in enumerate(layers):
+        m.i, m.f = i, -1
+    return randomize_bn(Stem(layers, (1,)), 7)
+
+
+def _module_cases():
+    from ultralytics.nn.modules import C3, Bottleneck, C2f, C3k2, Conv
+    from ultralytics.nn.modules.block import C3k
+
+    for shortcut in (True, False):
+        yield f"Bottleneck-{shortcut}", lambda s=shortcut: Bottleneck(16, 16, s)
+        yield f"C2f-{shortcut}", lambda s=shortcut: C2f(16, 32, 2, s)
+        yield f"C3-{shortcut}", lambda s=shortcut: C3(16, 32, 2, s)
+        yield f"C3k-{shortcut}", lambda s=shortcut: C3k(16, 32, 2, s)
+        for c3k in (False, True):
+            yield (
+                f"C3k2-c3k{c3k}-{shortcut}",
+                lambda s=shortcut, k=c3k: C3k2(16, 32, 2, k, 0.5, False, 1, s),
+            )
+    yield "Conv-1x1", lambda: Conv(16, 24, 1, 1)
+    yield "Conv-3x3", lambda: Conv(16, 24, 3, 1)
+    yield "Conv-3x3-s2", lambda: Conv(16, 24, 3, 2)
+
+
+@pytest.mark.parametrize("backend", SPARSE)
+@pytest.mark.parametrize(
+    ("kind", "make"), list(_module_cases()), ids=[k for k, _ in _module_cases()]
+)
+def test_each_stem_module_type_matches_dense_reference(backend, kind, make):
+    """Every module type with a sparse form, with and without shortcut: the sparse backend
+    equals the dense reference on a random blob mask (2 threads, atol 1e-4), and with every
+    cell active both equal the module's own forward."""
+    torch.manual_seed(0)
+    stem = _stem_of(make())
+    rng = np.random.default_rng(1)
+    image = torch.from_numpy(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))
+    cells = torch.from_numpy(blob_cells((6, 8), 0.4, 1))
+    with torch.no_grad():
+        dense, sparse = make_backend("dense"), make_backend(backend)
+        ref = dense.grid(run_stem(stem, dense, image, ActivePyramid(cells, 16))[0])
+        out = sparse.grid(run_stem(stem, sparse, image, ActivePyramid(cells, 16))[0])
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        assert ref.abs().max() > 0.01
+        full = ActivePyramid(torch.ones(6, 8, dtype=torch.bool), 16)
+        out = sparse.grid(run_stem(stem, sparse, image, full)[0])
+        own = stem[1](stem[0](image.permute(2, 0, 1).flip(0)[None].float() / 255))
+        torch.testing.assert_close(out, own, atol=1e-4, rtol=1e-4)
+
+
+def test_a_stem_module_without_sparse_form_is_refused_by_name_but_runs_dense_on_all_cells():
+    from ultralytics.nn.modules import GhostConv
+
+    from sparse_yolo.errors import SparseYoloError
+
+    stem = _stem_of(GhostConv(16, 16, 3, 1))
+    image = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8))
+    some = ActivePyramid(torch.tensor([[True, False], [False, True]]), 32)
+    with torch.no_grad(), pytest.raises(SparseYoloError, match=r"stem layer 1 \(GhostConv"):
+        run_stem(stem, make_backend("gather"), image, some)
+    with torch.no_grad(), pytest.raises(SparseYoloError, match="--backend dense --mask all"):
+        run_stem(stem, make_backend("dense"), image, some)
+    from ultralytics.nn.modules import C3k2
+
+    attn = _stem_of(C3k2(16, 32, 1, False, 0.5, True))  # YOLO26's attention C3k2
+    with torch.no_grad(), pytest.raises(SparseYoloError, match=r"\(C3k2: PSABlock\)"):
+        run_stem(attn, make_backend("gather"), image, some)
+    full = ActivePyramid(torch.ones(2, 2, dtype=torch.bool), 32)
+    with torch.no_grad():
+        out = make_backend("dense").grid(run_stem(stem, make_backend("dense"), image, full)[0])
+        own = stem[1](stem[0](image.permute(2, 0, 1).flip(0)[None].float() / 255))
+    torch.testing.assert_close(out, own, atol=1e-4, rtol=1e-4)

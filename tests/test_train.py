@@ -42,7 +42,7 @@ def test_model_yaml_rejects_unknown_keys(tmp_path: Path) -> None:
     with pytest.raises(SparseYoloError, match="unknown keys"):
         load_model_spec(bad)
     bad.write_text("scale: q\n")
-    with pytest.raises(SparseYoloError, match="unknown scale"):
+    with pytest.raises(SparseYoloError, match="has no scale .q."):
         load_model_spec(bad)
 
 
@@ -204,3 +204,36 @@ def test_commands_are_registered() -> None:
         ],
     )
     assert res.exit_code == 1 and "unknown training mask" in res.output
+
+
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [("yolo11n.yaml", "yolo11"), ("yolo26n.yaml", "yolo26"), ("yolov8n-p2.yaml", "yolov8-p2")],
+)
+def test_other_families_train_from_their_yaml_and_checkpoints(
+    tmp_path: Path, name: str, arch: str
+) -> None:
+    """`--model yolo11n.yaml` (and YOLO26, P2): the spec comes from Ultralytics' YAML name,
+    weights import from a saved Ultralytics checkpoint of that family (every tensor but the
+    class branches transfers to new classes), and the trainer's loss (YOLO26: its
+    end-to-end loss) runs and back-propagates through the masked sparse stem."""
+    from families import random_checkpoint
+
+    spec = load_model_spec(name)
+    assert (spec.arch, spec.scale) == (arch, "n")
+    weights = tmp_path / "best.pt"
+    random_checkpoint(weights, name, 80, [scene(128, 160)])
+    net, fresh = build_model(spec, ("a", "b", "c"), weights)
+    assert fresh and all(k.startswith(("head.cv3.", "head.one2one_cv3.")) for k in fresh)
+    source = load_model(weights).state_dict()
+    kept = [k for k in net.state_dict() if k not in fresh]
+    assert kept and all(torch.equal(net.state_dict()[k], source[k]) for k in kept)
+    model = SparseDetectionModel(net, MaskConfig(name="gradient"))
+    model.args = get_cfg()
+    model.train()
+    loss, _ = model(_batch())
+    loss.sum().backward()
+    stem_grads = [p.grad for p in net.stem.parameters() if p.requires_grad]
+    assert any(g is not None and g.abs().sum() > 0 for g in stem_grads)
+    with pytest.raises(SparseYoloError, match="asks for yolov8 scale"):
+        build_model(ModelSpec(scale="n"), ("a",), weights)

@@ -21,7 +21,8 @@ scenes' pasted boxes. Runners, metering and the table come from ``sparse_yolo.be
 compare command.
 
 Usage:
-  python tools/bench_e2e.py [--weights ../shared/weights/yolov8n.pt] [--device cpu|cuda]
+  python tools/bench_e2e.py [--weights ../shared/weights/yolov8n.pt | --model yolo11n.yaml]
+      [--device cpu|cuda]
       [--half] [--backend auto|gather|spconv|dense] [--mask gradient] [--max-active F]
       [--runs 3] [--threads N] [--seed 0] [--coverage 0.1] [--scenes sparse urban]
       [--size 2160 3840] [--set window.fill=zero ...] [--json bench.json]
@@ -54,6 +55,11 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--weights", type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.is_file() else None
+    )
+    ap.add_argument(
+        "--model",
+        help="an Ultralytics model YAML (yolo11n.yaml, yolo26n.yaml, ...) built with RANDOM "
+        "weights instead of --weights: for speed only, detections and recall mean nothing",
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--half", action="store_true", help="fp16 for every method (CUDA)")
@@ -190,8 +196,22 @@ def ratio_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
+def random_weights(name: str) -> Path:
+    """Ultralytics' random initialisation of a model YAML, saved as Ultralytics saves it."""
+    import tempfile  # noqa: PLC0415
+
+    from sparse_yolo.model.graph import build_detection_model, split_model_name  # noqa: PLC0415
+
+    arch, scale = split_model_name(name)
+    path = Path(tempfile.mkdtemp()) / f"{Path(name).stem}-random.pt"
+    torch.save({"model": build_detection_model(arch, scale or "n", 80).half()}, path)
+    return path
+
+
 def main() -> None:
     args = parse_args()
+    if args.model:
+        args.weights = random_weights(args.model)
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"post.conf": args.conf, "mask.max_active": args.max_active, "half": args.half}

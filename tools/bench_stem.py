@@ -1,11 +1,14 @@
 """Stem time per backend against the dense stem on a 3840x2160 frame, one process.
 
-The dense baseline is YOLOv8 layers 0-4 as plain convolutions over the whole (padded)
+The dense baseline is the stem layers as plain convolutions over the whole (padded)
 frame, BN folded, channels-last, given an already-normalised float tensor (its best case). Each sparse backend
 runs the same layers on a compact active area of 5/10/25% of the cells (a few blobs)
 starting from the uint8 BGR frame. Reports the median of --runs after one warm-up.
 
-Usage: python tools/bench_stem.py [--threads 2] [--runs 5] [--weights W] [--device cpu]
+The stem is the checkpoint's layers up to stride 8 (YOLOv8: layers 0-4; YOLO11/26: C3k2).
+
+Usage: python tools/bench_stem.py [--threads 2] [--runs 5] [--weights W | --model yolo11n.yaml]
+    [--device cpu]
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--model", default="yolov8n.yaml", help="Ultralytics YAML (random weights)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.10, 0.25])
     ap.add_argument("--half", action="store_true", help="fp16 dense baseline (CUDA)")
@@ -63,9 +67,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    model = (
-        SparseYOLO.from_ultralytics(args.weights) if args.weights else SparseYOLO(ModelConfig("n"))
-    )
+    if args.weights:
+        model = SparseYOLO.from_ultralytics(args.weights)
+    else:  # random weights: the stem's cost does not depend on them
+        model = SparseYOLO(ModelConfig.from_name(args.model))
     model = model.fused().to(dev).to(memory_format=torch.channels_last)  # as the engine runs
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).to(dev)

@@ -62,10 +62,10 @@ def check_stems(det: Detector, atol: float, hw: tuple[int, int]) -> bool:
         for frac in (0.05, 0.25, 0.6):
             cells = torch.from_numpy(blobs(grid, frac, rng)).to(dev)
             ref_be = make_backend("dense", dev)
-            ref = ref_be.grid(run_stem(model.stem, ref_be, image, ActivePyramid(cells, 16)))
+            ref = ref_be.grid(run_stem(model.stem, ref_be, image, ActivePyramid(cells, 16))[-1])
             for name in ["gather"] + (["spconv"] if spconv_available() else []):
                 be = make_backend(name, dev)
-                out = be.grid(run_stem(model.stem, be, image, ActivePyramid(cells, 16)))
+                out = be.grid(run_stem(model.stem, be, image, ActivePyramid(cells, 16))[-1])
                 err = (out - ref).abs().max().item()
                 worst = max(worst, err)
                 print(f"  stem active {frac:4.0%} {name:>7}: max |diff| vs dense = {err:.2e}")

@@ -20,13 +20,15 @@ from sparse_yolo.errors import SparseYoloError
     "--model",
     "model_yaml",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Sparse model YAML, e.g. configs/sparse-yolov8n.yaml.",
+    help="An Ultralytics model YAML (yolov8n.yaml, yolo11s.yaml, yolo26n.yaml, "
+    "yolov8n-p2.yaml or a path to your own) or a sparse model YAML such as "
+    "configs/sparse-yolov8n-slim.yaml (neck, mask net).",
 )
 @click.option(
     "--weights",
-    help="Start from a dense YOLOv8 .pt (e.g. yolov8n.pt, downloaded by Ultralytics when "
-    "missing) or a sparse-yolo checkpoint. Default: random init.",
+    help="Start from an Ultralytics detection .pt of the same family and scale (e.g. "
+    "yolov8n.pt, downloaded by Ultralytics when missing; your best.pt) or a sparse-yolo "
+    "checkpoint. Default: random init.",
 )
 @click.option("--epochs", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True)
@@ -63,7 +65,7 @@ def train(**opts) -> None:
 
     cfg = TrainConfig(
         data=opts["data"],
-        model=str(opts["model_yaml"]),
+        model=opts["model_yaml"],
         weights=opts["weights"],
         epochs=opts["epochs"],
         imgsz=opts["imgsz"],
@@ -93,7 +95,8 @@ def _check_mask(name: str) -> None:
 @click.option(
     "--teacher",
     required=True,
-    help="Dense YOLOv8 .pt (e.g. yolov8n.pt) or a sparse-yolo pan checkpoint.",
+    help="Ultralytics detection .pt (YOLOv8, YOLO11, YOLO26; P3-P5 heads) or a sparse-yolo "
+    "pan checkpoint.",
 )
 @click.option(
     "--images",

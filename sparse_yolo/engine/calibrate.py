@@ -28,7 +28,7 @@ from sparse_yolo.engine.policy import CostTable, Linear, StemCost
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend
-from sparse_yolo.sparse.stem import run_stem
+from sparse_yolo.sparse.stem import densify, run_stem
 
 if TYPE_CHECKING:
     from sparse_yolo.engine.runner import SparseEngine
@@ -228,6 +228,6 @@ def _remainder_cost(engine: SparseEngine, image: np.ndarray) -> Linear:
     cells, seconds = [], []
     for h, w in WINDOWS:
         boxes = torch.tensor([[0, 0, h, w]], device=engine.device)
-        seconds.append(_time(engine, lambda b=boxes: engine.remainder(backend.windows(feats, b))))
+        seconds.append(_time(engine, lambda b=boxes: engine.remainder(densify(backend, feats, b))))
         cells.append(h * w)
     return _fit(cells[0], seconds[0], cells[1], seconds[1])

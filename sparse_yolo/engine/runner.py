@@ -28,9 +28,9 @@ from sparse_yolo.imageops import bgr_to_batch
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.postprocess import merge_windows, window_nms
-from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.active import ActivePyramid, pad_cells
 from sparse_yolo.sparse.backends import make_backend, spconv_available
-from sparse_yolo.sparse.stem import flat_response, run_stem
+from sparse_yolo.sparse.stem import densify, flat_response, run_stem
 from sparse_yolo.types import EngineRun
 
 # Stride-8 cells per remainder batch: bounds activation memory (CPU: about 2048 x 2048 px;
@@ -108,6 +108,8 @@ class SparseEngine:
             self.model.half()
         self.model.set_lean_inference(True)
         self.cfg = cfg
+        # windows align to the coarsest stride: 4 stride-8 cells (32 px), 8 for P6 (64 px)
+        self.align = self.model.max_stride // 8
         self._costs = costs
         cuda = self.device.type == "cuda"
         self.graphs = GraphCache(capture=cuda) if (cuda if graphs is None else graphs) else None
@@ -141,8 +143,10 @@ class SparseEngine:
     # ------------------------------------------------------------------ planning
     def plan(self, mask: MaskResult) -> Plan:
         """The windows over the active cells, and the path the frame takes."""
-        cells = mask.cells
-        windows = self._reused("windows", cells, mask.cell, plan_windows, self.cfg.window)
+        cells = pad_cells(mask.cells, mask.cell, self.model.max_stride)
+        windows = self._reused(
+            "windows", cells, mask.cell, plan_windows, self.cfg.window, self.align
+        )
         grid_hw = (cells.shape[0] * mask.cell // 8, cells.shape[1] * mask.cell // 8)
         if self.cfg.backend != "auto" or not len(windows):
             return Plan("windows", self.cfg.backend, cells, windows)
@@ -178,7 +182,8 @@ class SparseEngine:
 
     def _shape_groups(self, windows: np.ndarray, grid_hw: tuple[int, int]) -> list:
         """Windows by shape; on CUDA grown to shared shapes when a forward costs more."""
-        return group_by_shape(windows, grid_hw, FORWARD_CELLS.get(self.device.type, 0))
+        forward_cells = FORWARD_CELLS.get(self.device.type, 0)
+        return group_by_shape(windows, grid_hw, forward_cells, self.align)
 
     # ------------------------------------------------------------------ running
     @torch.inference_mode()
@@ -220,7 +225,7 @@ class SparseEngine:
         results = []
         for i, (f, p) in enumerate(zip(frames, plans, strict=True)):
             with timer.stage("merge"):
-                dets = out.detections(i, f.image.shape[:2], self.cfg)
+                dets = out.detections(i, f.image.shape[:2], self.cfg, self.model.end2end)
             results.append((dets, self._record(f, p)))
         return results
 
@@ -244,7 +249,7 @@ class SparseEngine:
         with timer.stage("densify"):
             fill = self._fill(f.image, pyramid, f.valid, f.uploaded)
             for boxes in self._shape_groups(plan.windows, _grid_hw(plan, f.mask.cell)):
-                out.add_windows(index, boxes, backend.windows(feats, boxes.to(self.device), fill))
+                out.add_windows(index, boxes, densify(backend, feats, boxes.to(self.device), fill))
 
     def _remainder(self, out: _Collector, timer: Timer) -> None:
         for batch, owners in out.window_batches(self._per_batch):
@@ -256,12 +261,13 @@ class SparseEngine:
         return max(1, MAX_BATCH_CELLS.get(self.device.type, MAX_BATCH_CELLS["cpu"]) // (h * w))
 
     @torch.inference_mode()
-    def remainder(self, p3: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) stride-8 windows -> (K, 7) candidates [.., window] in window pixels."""
+    def remainder(self, stem_out: list[torch.Tensor]) -> torch.Tensor:
+        """Windows of every stem output ((B, C, h, w) each, stride 8 last) -> (K, 7) candidates
+        [.., window] in window pixels."""
         conf = self.cfg.post.conf
-        if self.graphs is not None:
-            return self.graphs.candidates("remainder", self.model.forward_p3, p3, conf)
-        return self.model.detect_p3(p3, conf)
+        if self.graphs is not None and len(stem_out) == 1:
+            return self.graphs.candidates("remainder", self.model.forward_p3, stem_out[0], conf)
+        return self.model.detect_p3(stem_out, conf)
 
     @torch.inference_mode()
     def dense_path(self, image: np.ndarray) -> torch.Tensor:
@@ -269,11 +275,15 @@ class SparseEngine:
         return self._dense_forward(self._dense_input([image]))
 
     def _dense_input(self, images: list[np.ndarray | torch.Tensor]) -> torch.Tensor:
-        """(B, 3, H', W') RGB in [0, 1], zero-padded to multiples of 32, channels-last."""
+        """(B, 3, H', W') RGB in [0, 1], zero-padded to multiples of the model's coarsest
+        stride, channels-last."""
         x = torch.cat(
             [
                 bgr_to_batch(
-                    im if torch.is_tensor(im) else self.upload(im), self.device, self.model.dtype
+                    im if torch.is_tensor(im) else self.upload(im),
+                    self.device,
+                    self.model.dtype,
+                    self.model.max_stride,
                 )
                 for im in images
             ]
@@ -312,8 +322,9 @@ class SparseEngine:
         pyramid: ActivePyramid,
         valid: np.ndarray | None,
         frame: torch.Tensor | None = None,
-    ) -> torch.Tensor | None:
-        """(C,) stride-8 features for inactive sites: the stem's flat mean-colour response.
+    ) -> list[torch.Tensor] | None:
+        """(C,) features for inactive sites per stem output: the stem's flat mean-colour
+        response.
 
         The mean colour (of valid pixels) is taken on the uploaded ``frame`` when there is one
         (a CUDA frame: no pass over the pixels on the CPU), else with OpenCV on ``image``.
@@ -330,7 +341,7 @@ class SparseEngine:
             weights = None if use is None else use.astype(np.uint8)
             bgr = torch.tensor(cv2.mean(image, weights)[:3], device=self.device)
         rgb = (bgr.flip(0) / 255).to(self.device, self.model.dtype)[None]
-        return flat_response(self.model.stem, rgb)[0]
+        return [f[0] for f in flat_response(self.model.stem, rgb)]
 
 
 def _pixels(f: Frame) -> np.ndarray | torch.Tensor:
@@ -351,24 +362,28 @@ class _Collector:
         self.cands: list[list[torch.Tensor]] = [[] for _ in range(n)]
         self.pending: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
 
-    def add_windows(self, frame: int, boxes: torch.Tensor, feats: torch.Tensor | None) -> None:
-        """(B, 4) stride-8 windows of a frame and their (B, C, h, w) features (None: no
-        remainder to run, the candidates come from elsewhere)."""
+    def add_windows(
+        self, frame: int, boxes: torch.Tensor, feats: list[torch.Tensor] | None
+    ) -> None:
+        """(B, 4) stride-8 windows of a frame and their (B, C, h, w) features per stem output
+        (None: no remainder to run, the candidates come from elsewhere)."""
         local = self.count[frame]
         self.boxes[frame].append(boxes.cpu())
         self.count[frame] += len(boxes)
         if feats is not None:
-            self.pending.setdefault(tuple(feats.shape[-2:]), []).append((frame, local, feats))
+            key = tuple(feats[-1].shape[-2:])
+            self.pending.setdefault(key, []).append((frame, local, feats))
 
     def window_batches(self, per_batch) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
         """Equal-shaped windows of every frame, ``per_batch(h, w)`` at a time, with the
         (frame, window) each row belongs to."""
         for (h, w), items in self.pending.items():
-            feats = torch.cat([t for _, _, t in items]) if len(items) > 1 else items[0][2]
-            owners = [(f, first + k) for f, first, t in items for k in range(len(t))]
+            levels = range(len(items[0][2]))
+            feats = [torch.cat([t[k] for _, _, t in items]) for k in levels]
+            owners = [(f, first + k) for f, first, t in items for k in range(len(t[-1]))]
             per = per_batch(h, w)
             for s in range(0, len(owners), per):
-                yield feats[s : s + per], owners[s : s + per]
+                yield [f[s : s + per] for f in feats], owners[s : s + per]
         self.pending.clear()
 
     def add_candidates(self, cand: torch.Tensor, owners: list[tuple[int, int]]) -> None:
@@ -384,10 +399,18 @@ class _Collector:
             mine[:, 6] = window[sel]
             self.cands[f].append(mine)
 
-    def detections(self, frame: int, image_hw: tuple[int, int], cfg: DetectorConfig):
-        """(N, 6) merged detections of one frame in its pixels, on CPU."""
+    def detections(
+        self, frame: int, image_hw: tuple[int, int], cfg: DetectorConfig, end2end: bool = False
+    ):
+        """(N, 6) merged detections of one frame in its pixels, on CPU.
+
+        An end-to-end (NMS-free) head's candidates are final within a window; only the
+        objects that overlapping windows see twice are merged by NMS, and one window of such a
+        head is left exactly as Ultralytics leaves it.
+        """
         if not self.boxes[frame]:
             return torch.zeros((0, 6))
         boxes = torch.cat(self.boxes[frame])
         cand = torch.cat(self.cands[frame]) if self.cands[frame] else torch.zeros((0, 7))
-        return merge_windows(window_nms(cand, boxes, cfg.post), image_hw, cfg.post)
+        dets = window_nms(cand, boxes, cfg.post, suppress=not end2end)
+        return merge_windows(dets, image_hw, cfg.post, suppress=not (end2end and len(boxes) == 1))

@@ -33,13 +33,16 @@ BUCKET = 16  # stride-8 cells per bucket edge of the pair search
 MAX_ROUNDS = 64  # merge rounds; each merges at least one pair, most halve the boxes
 
 
-def plan_windows(cells: np.ndarray, cell: int, cfg: WindowConfig) -> np.ndarray:
+def plan_windows(cells: np.ndarray, cell: int, cfg: WindowConfig, align: int = ALIGN) -> np.ndarray:
     """Boxes that cover every active cell with ``cfg.margin`` stride-8 cells of context.
 
     Args:
-        cells: (Hc, Wc) bool active cells; ``Hc * cell`` and ``Wc * cell`` are multiples of 32.
+        cells: (Hc, Wc) bool active cells; ``Hc * cell`` and ``Wc * cell`` are multiples of
+            ``8 * align`` px.
         cell: cell edge in pixels.
         cfg: margin and merge rule.
+        align: stride-8 cells per coarsest model stride (4 for stride 32, 8 for a P6 model's
+            64): windows start and end on that lattice.
 
     Returns:
         (K, 4) int64 (y0, x0, h, w) in stride-8 units, inside the stride-8 grid.
@@ -52,12 +55,12 @@ def plan_windows(cells: np.ndarray, cell: int, cfg: WindowConfig) -> np.ndarray:
         return np.zeros((0, 4), dtype=np.int64)
     x, y, w, h = (stats[1:, i].astype(np.int64) * r for i in range(4))
     boxes = np.stack([y, x, y + h, x + w], 1) + np.array([-1, -1, 1, 1]) * cfg.margin
-    boxes = _align(boxes, grid_h, grid_w)
+    boxes = _align(boxes, grid_h, grid_w, align)
     full = np.array([[0, 0, grid_h, grid_w]], dtype=np.int64)
     if cover_fraction(boxes, (grid_h, grid_w)) >= FULL_COVER:
         boxes = full
     else:
-        boxes = _snap_sizes(merge_boxes(boxes, cfg.merge_slack), grid_h, grid_w)
+        boxes = _snap_sizes(merge_boxes(boxes, cfg.merge_slack), grid_h, grid_w, align)
         if _area(boxes).sum() >= grid_h * grid_w:  # overlaps made windows dearer than the frame
             boxes = full
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
@@ -79,34 +82,37 @@ def cover_fraction(boxes: np.ndarray, grid_hw: tuple[int, int]) -> float:
     return float(painted.mean())
 
 
-def ladder_size(n: np.ndarray, limit: int) -> np.ndarray:
-    """Round window edges up to the shape ladder, never past ``limit``."""
+def ladder_size(n: np.ndarray, limit: int, align: int = ALIGN) -> np.ndarray:
+    """Round window edges up to the shape ladder (then to multiples of ``align``), never
+    past ``limit``."""
     big = -(-n // 128) * 128
     idx = np.searchsorted(LADDER, n)
     snapped = np.where(n <= LADDER[-1], LADDER[np.minimum(idx, len(LADDER) - 1)], big)
-    return np.minimum(snapped, limit)
+    return np.minimum(-(-snapped // align) * align, limit)
 
 
-def _snap_sizes(boxes: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+def _snap_sizes(boxes: np.ndarray, grid_h: int, grid_w: int, align: int) -> np.ndarray:
     """Grow each (y0, x0, y1, x1) to a ladder size, centred, shifted to stay in the grid."""
     size = boxes[:, 2:] - boxes[:, :2]
-    new = np.stack([ladder_size(size[:, 0], grid_h), ladder_size(size[:, 1], grid_w)], 1)
-    return _grow(boxes, new, (grid_h, grid_w))
+    new = [ladder_size(size[:, 0], grid_h, align), ladder_size(size[:, 1], grid_w, align)]
+    return _grow(boxes, np.stack(new, 1), (grid_h, grid_w), align)
 
 
-def _grow(boxes: np.ndarray, new: np.ndarray, grid_hw: tuple[int, int]) -> np.ndarray:
+def _grow(
+    boxes: np.ndarray, new: np.ndarray, grid_hw: tuple[int, int], align: int = ALIGN
+) -> np.ndarray:
     """Grow (y0, x0, y1, x1) boxes to (h, w) ``new`` sizes around their centres, on the
-    stride-32 lattice, shifted to stay inside the grid; each still contains its box."""
+    ``align`` lattice, shifted to stay inside the grid; each still contains its box."""
     size = boxes[:, 2:] - boxes[:, :2]
-    lo = boxes[:, :2] - (new - size) // 2 // ALIGN * ALIGN
+    lo = boxes[:, :2] - (new - size) // 2 // align * align
     lo = np.clip(lo, 0, np.array(grid_hw) - new)
     return np.concatenate([lo, lo + new], 1)
 
 
-def _align(boxes: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
-    """Snap (y0, x0, y1, x1) outward to multiples of ``ALIGN`` and clip to the grid."""
-    lo = np.maximum(boxes[:, :2] // ALIGN * ALIGN, 0)
-    hi = -(-boxes[:, 2:] // ALIGN) * ALIGN
+def _align(boxes: np.ndarray, grid_h: int, grid_w: int, align: int = ALIGN) -> np.ndarray:
+    """Snap (y0, x0, y1, x1) outward to multiples of ``align`` and clip to the grid."""
+    lo = np.maximum(boxes[:, :2] // align * align, 0)
+    hi = -(-boxes[:, 2:] // align) * align
     hi = np.minimum(hi, [grid_h, grid_w])
     return np.concatenate([lo, hi], 1)
 
@@ -116,7 +122,10 @@ def _area(b: np.ndarray) -> np.ndarray:
 
 
 def group_by_shape(
-    windows: np.ndarray, grid_hw: tuple[int, int] | None = None, forward_cells: int = 0
+    windows: np.ndarray,
+    grid_hw: tuple[int, int] | None = None,
+    forward_cells: int = 0,
+    align: int = ALIGN,
 ) -> list[torch.Tensor]:
     """Split windows into batches of equal (h, w), largest batches first.
 
@@ -134,14 +143,16 @@ def group_by_shape(
     if forward_cells > 0:
         if grid_hw is None:
             raise ValueError("growing windows to shared shapes needs the grid size")
-        windows = _share_shapes(windows, grid_hw, forward_cells)
+        windows = _share_shapes(windows, grid_hw, forward_cells, align)
     shapes, inverse = np.unique(windows[:, 2:], axis=0, return_inverse=True)
     groups = [windows[inverse.reshape(-1) == k] for k in range(len(shapes))]
     groups.sort(key=len, reverse=True)
     return [torch.from_numpy(g) for g in groups]
 
 
-def _share_shapes(windows: np.ndarray, grid_hw: tuple[int, int], budget: int) -> np.ndarray:
+def _share_shapes(
+    windows: np.ndarray, grid_hw: tuple[int, int], budget: int, align: int = ALIGN
+) -> np.ndarray:
     out = windows.copy()
     shapes: list[np.ndarray] = []
     for i in np.argsort(-(windows[:, 2] * windows[:, 3]), kind="stable"):
@@ -152,7 +163,7 @@ def _share_shapes(windows: np.ndarray, grid_hw: tuple[int, int], budget: int) ->
             continue
         best = min(fits, key=lambda s: s.prod())
         box = np.concatenate([windows[i, :2], windows[i, :2] + hw])[None]
-        grown = _grow(box, best[None], grid_hw)[0]
+        grown = _grow(box, best[None], grid_hw, align)[0]
         out[i] = np.concatenate([grown[:2], best])
     return out
 

@@ -1,12 +1,14 @@
-"""Inference of YOLOv8's Detect head at candidate anchors only.
+"""Inference of an Ultralytics Detect head at candidate anchors only.
 
-Ultralytics' Detect decodes every anchor: at 3840x2176 that is 171k anchors, and the box
-branch, DFL and decode cost about 600 ms of the 1.9 s dense remainder on 2 CPU threads
-(measured), while a few hundred anchors pass the confidence threshold. Here the class branch
-runs dense (it decides which anchors are candidates); the box branch runs only at the
-candidates, with the gather kernel of the sparse stem on the sites it needs (a 3x3, 3x3, 1x1
-branch reads a 5x5 neighbourhood), and only candidates are decoded. The result equals
-Ultralytics' decode followed by NMS (``multi_label=False``): same modules, same weights.
+Ultralytics' Detect decodes every anchor: at 3840x2176 that is 171k anchors, while a few
+hundred pass the confidence threshold (docs/performance.md). Here the class branch runs dense
+(it decides which anchors are candidates; YOLOv8's plain 3x3 branch or YOLO11/26's DWConv
+one alike); the box branch runs only at the candidates, with the gather kernel of the sparse
+stem on the sites it needs (a 3x3, 3x3, 1x1 branch reads a 5x5 neighbourhood), and only
+candidates are decoded, with DFL or without it (``reg_max`` 1). The result equals
+Ultralytics' decode followed by its post-processing input: NMS candidates
+(``multi_label=False``), or, for an end-to-end head, its one-to-one branch's top
+``max_det`` (anchor, class) pairs above the threshold, per window.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from ultralytics.utils.tal import dist2bbox
 from sparse_yolo.sparse.active import ActiveLevel
 from sparse_yolo.sparse.backends import GatherBackend, Rows
 
-# Above this share of a window's sites needed by the box branch, running it dense is cheaper.
-# Measured, P3 of a 4K frame, 2 threads, scattered candidates: gather 4.5/16.5/31.3/53.4 ms
-# against dense 49.5/49.2/40.6/42.7 ms with 5/22/53/78% of the sites needed.
+# Above this share of a window's sites needed by the box branch, running it dense is cheaper
+# (docs/performance.md).
 DENSE_BOX_SHARE = 0.6
 
 
@@ -37,32 +38,62 @@ def candidate_detections(head: Detect, feats: list[torch.Tensor], conf: float) -
     """Decoded detections of every anchor whose best class score exceeds ``conf``.
 
     Args:
-        head: a YOLOv8 (legacy) Detect head in eval mode, fused or not.
-        feats: its P3, P4, P5 inputs, each (B, C, H, W) for the same B windows.
+        head: an Ultralytics Detect head in eval mode, fused or not.
+        feats: its inputs, each (B, C, H, W) for the same B windows.
         conf: confidence threshold on sigmoid class scores.
 
     Returns:
-        (K, 7) float [x1, y1, x2, y2, score, class, window] in window pixels.
+        (K, 7) float [x1, y1, x2, y2, score, class, window] in window pixels. One row per
+        candidate anchor (its best class), or for an end-to-end head one per (anchor, class)
+        pair, at most ``head.max_det`` per window, best first.
     """
+    e2e = bool(getattr(head, "end2end", False))
+    box_heads, cls_heads = (head.one2one_cv2, head.one2one_cv3) if e2e else (head.cv2, head.cv3)
     threshold = logit(conf)
-    out = []
+    out, pair_logits = [], []
     for i, x in enumerate(feats):
-        logits = head.cv3[i](x)  # (B, nc, H, W)
+        logits = cls_heads[i](x)  # (B, nc, H, W)
         best, cls = logits.max(1)
         cand = torch.nonzero(best > threshold)  # (K, 3): window, y, x
         if not len(cand):
             continue
         b, y, xx = cand.unbind(1)
-        raw = _box_branch(head.cv2[i], x, cand)  # (K, 4 * reg_max)
+        raw = _box_branch(box_heads[i], x, cand)  # (K, 4 * reg_max)
         # decode in float32 even for a half model: fp16 steps 2 px apart beyond 2048 px
         dist = _dfl(head, raw).float()  # (1, 4, K) distances in stride units
         anchors = torch.stack([xx, y]).float()[None] + 0.5
         boxes = dist2bbox(dist, anchors, xywh=False, dim=1)[0].t() * float(head.stride[i])
         score = best[b, y, xx].float().sigmoid()
         out.append(torch.cat([boxes, score[:, None], cls[b, y, xx, None], b[:, None]], 1))
+        if e2e:
+            pair_logits.append(logits.permute(0, 2, 3, 1)[b, y, xx].float())
     if not out:
         return feats[0].new_zeros((0, 7), dtype=torch.float32)
-    return torch.cat(out).float()
+    rows = torch.cat(out).float()
+    return _top_pairs(rows, torch.cat(pair_logits), threshold, head.max_det) if e2e else rows
+
+
+def _top_pairs(rows: torch.Tensor, logits: torch.Tensor, threshold: float, k: int) -> torch.Tensor:
+    """End-to-end selection: the best ``k`` (anchor, class) pairs above ``threshold`` in each
+    window, as Ultralytics' ``Detect.postprocess`` (top-k anchors, then top-k pairs) followed
+    by its confidence filter; pairs outside the top-k anchors never rank in the top k pairs.
+
+    Args:
+        rows: (K, 7) candidate anchors (:func:`candidate_detections`).
+        logits: (K, nc) their class logits.
+    """
+    anchor, cls = torch.nonzero(logits > threshold).unbind(1)
+    score = logits[anchor, cls].sigmoid()
+    pairs = torch.cat([rows[anchor, :4], score[:, None], cls[:, None].float(), rows[anchor, 6:]], 1)
+    order = torch.argsort(score, descending=True, stable=True)
+    pairs = pairs[order]
+    win = pairs[:, 6].long()
+    order = torch.argsort(win, stable=True)  # by window, best first within each
+    pairs, win = pairs[order], win[order]
+    _, counts = torch.unique_consecutive(win, return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    rank = torch.arange(len(win), device=win.device) - starts
+    return pairs[rank < k]
 
 
 def _dfl(head: Detect, raw: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Find and load weights: sparse-yolo checkpoints or dense Ultralytics YOLOv8 ``.pt`` files."""
+"""Find and load weights: sparse-yolo checkpoints or Ultralytics detection ``.pt`` files
+(YOLOv8, YOLO11, YOLO26 and their P2/P6 variants)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def resolve_weights(weights: str | Path | None = None) -> Path:
 
 
 def load_model(weights: str | Path | None = None, neck: str = "pan") -> SparseYOLO:
-    """Load a SparseYOLO from a sparse-yolo checkpoint or import a dense YOLOv8 one.
+    """Load a SparseYOLO from a sparse-yolo checkpoint or import an Ultralytics detector.
 
     Args:
         weights: path or None (see :func:`resolve_weights`).
@@ -63,4 +64,4 @@ def load_model(weights: str | Path | None = None, neck: str = "pan") -> SparseYO
             return SparseYOLO.from_ultralytics(path, neck=neck)
         except SparseYoloError as exc:
             raise SparseYoloError(str(exc).removeprefix(f"{path}: "), path) from exc
-    raise SparseYoloError("not a sparse-yolo or Ultralytics YOLOv8 checkpoint", path)
+    raise SparseYoloError("not a sparse-yolo or Ultralytics detection checkpoint", path)

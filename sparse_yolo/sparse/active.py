@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 # Offsets of a 3x3 kernel in (ky, kx) row-major order, matching conv weights [.., ky, kx].
@@ -140,3 +141,11 @@ class ActivePyramid:
 
     def active_fraction(self) -> float:
         return float(self.cells.float().mean()) if self.cells.numel() else 0.0
+
+
+def pad_cells(cells: np.ndarray, cell: int, stride: int) -> np.ndarray:
+    """Pad a (Hc, Wc) cell mask at the bottom and right, repeating its edge, until it covers
+    a multiple of ``stride`` px (a P6 model's 64 px; a no-op at 32)."""
+    per = max(stride // cell, 1)
+    pad = ((0, -cells.shape[0] % per), (0, -cells.shape[1] % per))
+    return np.pad(cells, pad, mode="edge") if any(p for _, p in pad) else cells

@@ -28,8 +28,7 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.sparse.active import ActiveLevel, ActivePyramid
 
 # Bytes of im2col columns materialised at once by the gather kernel: small enough to stay in
-# cache between the gather and the matmul (4K stem, 13% active, 2 threads: 32 MiB 209-227 ms,
-# 2-8 MiB 175-191 ms, 0.5 MiB 218-223 ms).
+# cache between the gather and the matmul (docs/performance.md, "Model and sparse stem").
 _CHUNK_BYTES = 4 * 2**20
 
 
@@ -133,10 +132,9 @@ def pointwise_cat(
 
     Each part is a (rows, C_i) matrix: rows of active sites or channels-last pixels, possibly
     a column slice of a wider one (what ``split`` returns). The conv is one matmul per part
-    into one accumulator, so the concatenation is never written: in C2f at stride 4 of a 4K
-    frame (2 threads) cat + conv took 93-96 ms, this 43-53 ms; the all-active 4K stem went
-    708 -> 516 ms (medians of 6 interleaved). In the remainder (strides 16-32, 128-256
-    channels) oneDNN's 1x1 conv on the cat was as fast (1226 vs 1279 ms), so it stays there.
+    into one accumulator, so the concatenation is never written (faster in the stem on CPU;
+    in the remainder oneDNN's 1x1 conv on the concatenation was as fast, so it stays there:
+    docs/performance.md).
 
     Args:
         m: the 1x1 ``Conv``.
@@ -237,9 +235,8 @@ class DenseBackend(SparseBackend):
         return Grid(out, stride, x.pyramid)
 
     def conv_cat(self, m: nn.Module, xs: list[Grid]) -> Grid:
-        # Training runs the modules; CUDA too: on an H200 the extra launches looked slower
-        # (stem 2.1 vs 2.6 ms, two runs on fresh machines, dense full 9.0 vs 9.7 ms), while on
-        # CPU the part-wise matmuls win in one interleaved run (see pointwise_cat).
+        # Training runs the modules; CUDA too, where the extra launches cost more than they
+        # save, while on CPU the part-wise matmuls win (docs/performance.md).
         x = xs[0]
         if torch.is_grad_enabled() or conv_kind(m) != "pointwise" or x.x.device.type != "cpu":
             return super().conv_cat(m, xs)
@@ -499,8 +496,8 @@ class SpconvBackend(RowsBackend):
 def _single_thread_on_cpu(device: torch.device) -> Iterator[None]:
     """spconv 2.3.8's CPU scatter-add races with more than one torch thread.
 
-    Measured: wrong output rows (errors of ~10) at 2 threads, exact at 1. Its CPU build
-    also mishandles bias, so bias is added outside spconv.
+    It gave wrong output rows at 2 threads and exact ones at 1 (docs/performance.md). Its
+    CPU build also mishandles bias, so bias is added outside spconv.
     """
     if device.type != "cpu":
         yield
@@ -524,15 +521,11 @@ BACKENDS: dict[str, type[SparseBackend]] = {
 }
 
 
-# Measured on an NVIDIA H200 (YOLOv8n, 4K frames, stem stage incl. upload, median of 10):
-# 13% active: dense 5.5 ms, gather 10.9 ms, spconv 19.1 ms (fp16; fp32: dense 7.7, spconv
-# 23.2); 84% active: dense 6.1 ms, gather 28.1 ms, spconv 30.8 ms. cuDNN on the whole frame
-# costs less than building spconv's index pairs for the active part.
 def make_backend(name: str, device: torch.device | str = "cpu") -> SparseBackend:
     """Instantiate a backend by name; ``auto`` picks gather on CPU and dense on CUDA.
 
-    On CUDA the masked dense stem beat both sparse kernels at every measured activity (see
-    the note above); spconv stays selectable by name.
+    On CUDA the masked dense stem beat both sparse kernels at every measured activity
+    (docs/performance.md); spconv stays selectable by name.
 
     Raises:
         ValueError: unknown name, or spconv requested but not installed.

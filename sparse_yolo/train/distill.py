@@ -1,8 +1,8 @@
 """``sparse-yolo distill``: a ``slim``-neck student (and its mask net) from unlabeled images.
 
 Student: the teacher's backbone and Detect head (imported and frozen by default) with a fresh
-GSConv/VoVGSCSP neck. The neck keeps YOLOv8's channels, so the head and the feature maps line
-up with the teacher's. On random native-resolution crops of the images:
+GSConv/VoVGSCSP neck. The neck takes the backbone's channels and feeds the head's, so the head
+and the feature maps line up with the teacher's, whatever the family and width. On random native-resolution crops of the images:
 
 * feature mimic: the student's neck outputs P3/P4/P5 against the teacher's
   (:func:`~sparse_yolo.train.losses.mimic_loss`);
@@ -10,8 +10,7 @@ up with the teacher's. On random native-resolution crops of the images:
   DFL softmax, weighted by the teacher's confidence), back-propagated through the frozen head
   into the neck. A trainable head (``head_lr``) drifted in trials: neck features that mimic
   by least squares come out shrunk, and a head trained on them lost confidence on objects
-  (after 1169 GPU steps it kept 2 of 34 teacher detections on a held-out frame; on CPU,
-  200 steps reached 0.50 agreement with the head trained and 0.62 with it frozen);
+  (docs/performance.md);
 * mask net (unless ``mask=False``): self-distillation from the teacher's detections on the
   same crops (``target_conf``), BCE on the cells they overlap.
 
@@ -40,7 +39,7 @@ from sparse_yolo.model.masknet import MASK_NET_STRIDE, batch_features, cell_targ
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.train.images import CropSampler, find_images, split_holdout, to_tensor
 from sparse_yolo.train.losses import box_kd, class_kd, mimic_loss
-from sparse_yolo.train.spec import export_checkpoint, fetch_weights, transfer_weights
+from sparse_yolo.train.spec import export_checkpoint, fetch_weights
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,8 @@ class DistillConfig:
     """One distillation run.
 
     Attributes:
-        teacher: dense YOLOv8 ``.pt`` or sparse-yolo ``pan`` checkpoint.
+        teacher: Ultralytics detection ``.pt`` (YOLOv8, YOLO11, YOLO26, P3-P5 heads) or a
+            sparse-yolo ``pan`` checkpoint.
         images: folder of unlabeled images (searched recursively).
         out: the student checkpoint to write.
         minutes: training time budget (evaluation comes on top).
@@ -86,20 +86,15 @@ class DistillConfig:
 
 
 def build_student(teacher: SparseYOLO, mask_net: bool = True) -> SparseYOLO:
-    """``slim``-neck student: the teacher's backbone and head, a fresh neck, a mask net."""
+    """``slim``-neck student: a copy of the teacher's backbone and head (any family, any
+    width: the slim neck is built for its channels), a fresh neck, a mask net."""
     cfg = replace(teacher.cfg, neck="slim", mask_net=mask_net)
-    student = SparseYOLO(cfg)
-    transfer_weights(teacher, student, skip=("neck.", "mask_net."))
-    return student
+    return SparseYOLO(cfg, copy.deepcopy(teacher.graph()))
 
 
 def backbone_features(model: SparseYOLO, x: torch.Tensor) -> list[torch.Tensor]:
-    """[P3, P4, P5] backbone maps of a dense (B, 3, H, W) batch (strides 8, 16, 32)."""
-    b = model.backbone
-    for layer in model.stem:
-        x = layer(x)
-    p4 = b[6](b[5](x))
-    return [x, p4, b[9](b[8](b[7](p4)))]
+    """The neck's inputs (P3, P4, P5 backbone maps) of a dense (B, 3, H, W) batch."""
+    return model.backbone_features(model.dense_stem(x))
 
 
 def head_raw(model: SparseYOLO, neck_out: list[torch.Tensor]) -> dict[str, torch.Tensor]:

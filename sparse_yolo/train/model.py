@@ -25,12 +25,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from ultralytics.nn.modules import Conv
 from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils.torch_utils import fuse_conv_and_bn
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.masks import make_mask
+from sparse_yolo.model.graph import fuse_batchnorm
 from sparse_yolo.model.masknet import MASK_NET_STRIDE, batch_features, cell_targets, mask_net_loss
 from sparse_yolo.model.yolo import SparseYOLO
 
@@ -55,7 +54,13 @@ class SparseDetectionModel(DetectionModel):
         self.net = net
         self.mask_cfg = mask or MaskConfig()
         cfg = net.cfg
-        self.yaml = {"channels": 3, "nc": cfg.nc, "scale": cfg.scale, "sparse_neck": cfg.neck}
+        self.yaml = {
+            "channels": 3,
+            "nc": cfg.nc,
+            "scale": cfg.scale,
+            "arch": cfg.arch,
+            "sparse_neck": cfg.neck,
+        }
         self.nc = cfg.nc
         self.names = dict(net.names)
         self.stride = net.stride
@@ -139,11 +144,7 @@ class SparseDetectionModel(DetectionModel):
 
     def fuse(self, verbose: bool = True, imgsz: int = 640) -> SparseDetectionModel:
         """Fold every Conv's BatchNorm (the sparse backends accept fused Convs)."""
-        for m in self.net.modules():
-            if isinstance(m, Conv) and hasattr(m, "bn"):
-                m.conv = fuse_conv_and_bn(m.conv, m.bn)
-                delattr(m, "bn")
-                m.forward = m.forward_fuse
+        fuse_batchnorm(self.net)
         return self
 
 

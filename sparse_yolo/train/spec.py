@@ -1,16 +1,20 @@
-"""Sparse model YAML files (``configs/sparse-*.yaml``) and building a model to train.
+"""Model specs for training: sparse model YAMLs or Ultralytics model names.
 
-A sparse model YAML maps onto :class:`~sparse_yolo.config.ModelConfig`::
+``--model`` is either an Ultralytics model YAML (``yolo11n.yaml``, ``yolov8s-p2.yaml``, a path
+to your own), trained with the ``pan`` neck, or a sparse model YAML (``configs/sparse-*.yaml``)
+that maps onto :class:`~sparse_yolo.config.ModelConfig`::
 
-    scale: n          # YOLOv8 compound scale (n, s, m, l, x, or tiny for tests)
-    neck: pan         # pan (YOLOv8's own) or slim (GSConv + VoVGSCSP)
+    arch: yolo11      # Ultralytics family YAML without its scale letter (default yolov8)
+    scale: n          # a scale of that YAML (n, s, m, l, x, or tiny for tests)
+    neck: pan         # pan (the family's own) or slim (GSConv + VoVGSCSP)
     mask_net: false   # carry a learned mask net, trained from the labels alongside
     nc: 10            # optional: taken from the dataset YAML when absent
 
-Weights come from a dense Ultralytics YOLOv8 ``.pt`` (imported by module name, see
+Weights come from an Ultralytics detection ``.pt`` (its graph is imported, see
 :meth:`SparseYOLO.from_ultralytics`) or from a sparse-yolo checkpoint. When the dataset's
-classes differ from the weights' classes, only the class branch of the head (``head.cv3``,
-whose hidden width depends on ``nc`` in YOLOv8) is re-initialised; everything else transfers.
+classes differ from the weights' classes, only the class branches of the head (``head.cv3``
+and an end-to-end head's ``one2one_cv3``, whose widths depend on ``nc``) are re-initialised;
+everything else transfers.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from typing import Any
 import torch
 import yaml
 
-from sparse_yolo.config import NECKS, SCALES, ModelConfig
+from sparse_yolo.config import NECKS, ModelConfig
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.model.graph import model_yaml, split_model_name
 from sparse_yolo.model.yolo import SparseYOLO
 
-CLASS_BRANCH = "head.cv3."
+CLASS_BRANCH = ("head.cv3.", "head.one2one_cv3.")
 
 
 @dataclass(frozen=True)
@@ -35,20 +40,21 @@ class ModelSpec:
     """What a sparse model YAML asks for.
 
     Attributes:
-        scale: one of ``SCALES``.
+        scale: a scale of the family's YAML, or ``tiny``.
         neck: ``pan`` or ``slim``.
         mask_net: the model carries a learned mask net.
         nc: class count, or None to take it from the dataset.
+        arch: Ultralytics model family (``yolov8``, ``yolo11``, ``yolo26``, ``yolov8-p2``, ...)
+            or a model YAML path.
     """
 
     scale: str = "n"
     neck: str = "pan"
     mask_net: bool = False
     nc: int | None = None
+    arch: str = "yolov8"
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise ValueError(f"unknown scale {self.scale!r}; known: {', '.join(SCALES)}")
         if self.neck not in NECKS:
             raise ValueError(f"unknown neck {self.neck!r}; known: {', '.join(NECKS)}")
         if self.nc is not None and self.nc < 1:
@@ -59,26 +65,47 @@ class ModelSpec:
         if self.nc is not None and self.nc != len(names):
             raise SparseYoloError(f"model nc={self.nc} but the dataset has {len(names)} classes")
         return ModelConfig(
-            scale=self.scale, nc=len(names), names=names, neck=self.neck, mask_net=self.mask_net
+            scale=self.scale,
+            nc=len(names),
+            names=names,
+            neck=self.neck,
+            mask_net=self.mask_net,
+            arch=self.arch,
         )
 
 
 def load_model_spec(path: str | Path) -> ModelSpec:
-    """Read a sparse model YAML (unknown keys are rejected with the known ones)."""
+    """An Ultralytics model YAML name or path, or a sparse model YAML (unknown keys are
+    rejected with the known ones); the scale is checked against the family's YAML."""
     path = Path(path)
     if not path.is_file():
+        arch, scale = split_model_name(str(path))
+        if scale:  # yolo11n.yaml: shipped with Ultralytics
+            return _checked(ModelSpec(scale=scale, arch=arch), path)
         raise SparseYoloError("model YAML not found", path)
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise SparseYoloError("expected a mapping at the top level", path)
+    if "backbone" in data:  # an Ultralytics model YAML of one's own
+        scale = split_model_name(path.name)[1] or next(iter(data.get("scales") or {"n": 0}))
+        return _checked(ModelSpec(scale=scale, arch=str(path)), path)
     known = {f.name for f in dataclasses.fields(ModelSpec)}
     unknown = set(data) - known
     if unknown:
         raise SparseYoloError(f"unknown keys {sorted(unknown)}; known: {sorted(known)}", path)
     try:
-        return ModelSpec(**data)
+        return _checked(ModelSpec(**data), path)
     except (TypeError, ValueError) as exc:
         raise SparseYoloError(str(exc), path) from None
+
+
+def _checked(spec: ModelSpec, path: Path) -> ModelSpec:
+    """``spec`` once its family YAML is found and defines its scale."""
+    try:
+        model_yaml(spec.arch, spec.scale, 1)
+    except SparseYoloError as exc:
+        raise SparseYoloError(str(exc), path) from None
+    return spec
 
 
 def build_model(
@@ -148,12 +175,13 @@ def transfer_weights(
         The target keys left at their initial values.
 
     Raises:
-        SparseYoloError: the two models are of different scales.
+        SparseYoloError: the two models are of different families or scales.
     """
-    if source.cfg.scale != target.cfg.scale:
+    src_arch = (Path(source.cfg.arch).name, source.cfg.scale)
+    if src_arch != (Path(target.cfg.arch).name, target.cfg.scale):
         raise SparseYoloError(
-            f"weights are YOLOv8-{source.cfg.scale} but the model YAML asks for scale "
-            f"{target.cfg.scale!r}"
+            f"weights are {src_arch[0]} scale {src_arch[1]!r} but the model asks for "
+            f"{Path(target.cfg.arch).name} scale {target.cfg.scale!r}"
         )
     same_classes = tuple(source.cfg.names) == tuple(target.cfg.names)
     if source.cfg.neck != target.cfg.neck:
