@@ -22,7 +22,8 @@ from ultralytics.nn.modules import Detect
 from ultralytics.utils.tal import dist2bbox
 
 from sparse_yolo.sparse.active import ActiveLevel
-from sparse_yolo.sparse.backends import GatherBackend, Rows
+from sparse_yolo.sparse.backends import GatherBackend
+from sparse_yolo.sparse.ops import Rows
 
 # Above this share of a window's sites needed by the box branch, running it dense is cheaper
 # (docs/performance.md).

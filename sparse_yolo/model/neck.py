@@ -17,7 +17,7 @@ from ultralytics.nn.modules import C2f, C3k2, Concat
 
 from sparse_yolo.model.graph import run_layers, sources
 from sparse_yolo.model.slim import GSConv, VoVGSCSP
-from sparse_yolo.sparse.backends import activate, fold_conv, pixel_rows, pointwise_cat
+from sparse_yolo.sparse.ops import activate, fold_conv, pixel_rows, pointwise_cat
 
 
 class GraphNeck(nn.Module):
