@@ -26,6 +26,7 @@ import torch
 from sparse_yolo.atomic import write_json
 from sparse_yolo.engine.policy import CostTable, Linear, StemCost
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.imageops import padded
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import make_backend
 from sparse_yolo.sparse.stem import densify, run_stem
@@ -183,7 +184,7 @@ def _fit(x1: float, y1: float, x2: float, y2: float) -> Linear:
 def _cells(hw: tuple[int, int], fraction: float) -> np.ndarray:
     """Blob-shaped random cells covering about ``fraction`` of the frame."""
     rng = np.random.default_rng(1)
-    shape = (-(-hw[0] // 32) * 32 // CELL, -(-hw[1] // 32) * 32 // CELL)
+    shape = (padded(hw[0]) // CELL, padded(hw[1]) // CELL)
     cells = np.zeros(shape, bool)
     while cells.mean() < fraction:
         h, w = rng.integers(1, 9, 2)
@@ -195,7 +196,7 @@ def _cells(hw: tuple[int, int], fraction: float) -> np.ndarray:
 def _stem(engine: SparseEngine, backend: str, image: np.ndarray, fraction: float):
     cells = _cells(image.shape[:2], fraction) if fraction < 1 else None
     if cells is None:
-        cells = np.ones((-(-image.shape[0] // 32) * 2, -(-image.shape[1] // 32) * 2), bool)
+        cells = np.ones((padded(image.shape[0]) // CELL, padded(image.shape[1]) // CELL), bool)
     pyramid = ActivePyramid(torch.from_numpy(cells).to(engine.device), CELL)
     frame = engine.upload(image)
     return run_stem(engine.model.stem, make_backend(backend, engine.device), frame, pyramid)

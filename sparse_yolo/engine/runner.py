@@ -24,7 +24,7 @@ from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
 from sparse_yolo.engine.policy import CostTable, choose
 from sparse_yolo.engine.windows import group_by_shape, plan_windows
-from sparse_yolo.imageops import bgr_to_batch
+from sparse_yolo.imageops import bgr_to_batch, padded
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.yolo import SparseYOLO
 from sparse_yolo.postprocess import merge_windows, window_nms
@@ -304,7 +304,7 @@ class SparseEngine:
         for i in which:
             by_size.setdefault(frames[i].image.shape[:2], []).append(i)
         for (h, w), ids in by_size.items():
-            per = self._per_batch(-(-h // 32) * 4, -(-w // 32) * 4)
+            per = self._per_batch(padded(h) // 8, padded(w) // 8)
             for k in range(0, len(ids), per):
                 chunk = ids[k : k + per]
                 with timer.stage("remainder"):

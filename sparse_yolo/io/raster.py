@@ -38,6 +38,8 @@ except ImportError:  # pragma: no cover - older/newer rasterio
 PLAIN_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})  # read with OpenCV
 # What a folder of inputs is searched for: plain images and the usual raster formats.
 IMAGE_SUFFIXES = PLAIN_SUFFIXES | {".tif", ".tiff", ".jp2", ".vrt", ".img"}
+# Single frames that cv2.imread decodes whole (video frame folders, training images).
+FRAME_SUFFIXES = PLAIN_SUFFIXES | {".tif", ".tiff"}
 STATS_SIDE = 1024  # long side, in pixels, of the decimated read used for stretch and nodata stats
 PERCENTILES = (2.0, 98.0)
 

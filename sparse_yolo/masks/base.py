@@ -25,18 +25,18 @@ import cv2
 import numpy as np
 
 from sparse_yolo.config import MaskConfig
+from sparse_yolo.imageops import PAD_TO, padded
 
 if TYPE_CHECKING:
     import torch
     from rasterio.windows import Window
 
-PAD_TO = 32  # images are padded to a multiple of the model's largest stride
 BACKGROUND_PERCENTILE = 25  # of cell scores: the quiet background of a frame
 
 
 def cell_grid(height: int, width: int, cell: int) -> tuple[int, int]:
     """(Hc, Wc) cells covering an image padded to a multiple of 32 pixels."""
-    return -(-height // PAD_TO) * (PAD_TO // cell), -(-width // PAD_TO) * (PAD_TO // cell)
+    return padded(height) // cell, padded(width) // cell
 
 
 @dataclass

@@ -33,14 +33,12 @@ from torch import nn
 from ultralytics.nn.modules import Conv
 
 from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.imageops import padded
 
 MASK_NET_STRIDE = 16  # one logit per 16 px cell
 FEATURE_STRIDE = 4  # statistics are pooled over 4x4 pixel blocks
 N_FEATURES = 4
 DEFAULT_THRESHOLD = 0.3
-# Frames are zero-padded like the detector's cell grid (``sparse_yolo.masks.PAD_TO``, checked
-# equal by the tests); the net does not import the masks, which import it.
-PAD_TO = 32
 
 
 def mask_features(image: np.ndarray) -> np.ndarray:
@@ -68,7 +66,7 @@ def mask_features(image: np.ndarray) -> np.ndarray:
     sq_mean = cv2.resize(sq, size, interpolation=cv2.INTER_AREA).astype(np.float32)
     std = np.sqrt(np.maximum(sq_mean - grey_mean * grey_mean, 0.0)) / 64.0
     feats = np.concatenate([mean.transpose(2, 0, 1), std[None]], 0)
-    hp, wp = -(-h // PAD_TO) * PAD_TO // s, -(-w // PAD_TO) * PAD_TO // s
+    hp, wp = padded(h) // s, padded(w) // s
     return np.pad(feats, ((0, 0), (0, hp - feats.shape[1]), (0, wp - feats.shape[2])))
 
 
@@ -87,7 +85,7 @@ def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
     """
     h, w = image.shape[:2]
     s = FEATURE_STRIDE
-    hp, wp = -(-h // PAD_TO) * PAD_TO, -(-w // PAD_TO) * PAD_TO
+    hp, wp = padded(h), padded(w)
     x = image.permute(2, 0, 1).float()
     x = F.pad(x, (0, wp - w, 0, hp - h))
     b, g, r = x[0], x[1], x[2]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from sparse_yolo.config import MaskConfig
+from sparse_yolo.io.raster import FRAME_SUFFIXES
 from sparse_yolo.masks import CellMask, LearnedMask, MaskResult, postprocess
 from sparse_yolo.model.masknet import (
     MASK_NET_STRIDE,
@@ -28,7 +29,6 @@ from sparse_yolo.model.masknet import (
 )
 
 MIN_COVER = 0.5
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -157,7 +157,7 @@ def list_images(source: str | Path | list) -> list[Path]:
         return [(base / ln).resolve() if not Path(ln).is_absolute() else Path(ln) for ln in lines]
     if source.is_file():
         return [source]
-    return sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in source.rglob("*") if p.suffix.lower() in FRAME_SUFFIXES)
 
 
 def labelled_frames(source: str | Path | list, limit: int = 200) -> list[Frame]:

@@ -21,10 +21,9 @@ import cv2
 import numpy as np
 
 from sparse_yolo.errors import SparseYoloError
-from sparse_yolo.io.raster import PLAIN_SUFFIXES
+from sparse_yolo.io.raster import FRAME_SUFFIXES
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-FRAME_SUFFIXES = PLAIN_SUFFIXES | {".tif", ".tiff"}
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"}
 )
