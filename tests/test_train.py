@@ -142,11 +142,17 @@ def test_visdrone_conversion_matches_the_raw_annotations(tmp_path: Path, shared:
         sorted((raw / "images").glob("*.jpg")), raw / "annotations", tmp_path
     )
     for ann in sorted((raw / "annotations").glob("*.txt")):
-        rows = [r.split(",") for r in ann.read_text().split()]
-        kept = [r for r in rows if r[4] != "0"]
+        width, height = cv2.imread(str(raw / "images" / f"{ann.stem}.jpg")).shape[1::-1]
+        rows = [[int(v) for v in r.split(",")[:6]] for r in ann.read_text().split()]
+        kept = [r for r in rows if r[4] != 0 and 1 <= r[5] <= 10]  # as Ultralytics' visdrone2yolo
         labels = (tmp_path / "labels" / "train" / ann.name).read_text().splitlines()
-        assert len(labels) == len(kept)
-        assert [int(ln.split()[0]) for ln in labels] == [int(r[5]) - 1 for r in kept]
+        assert len(labels) == len(kept) > 0
+        got = np.array([[float(v) for v in ln.split()] for ln in labels])
+        x, y, w, h, _, cat = np.array(kept, np.float64).T
+        want = np.stack(
+            [cat - 1, (x + w / 2) / width, (y + h / 2) / height, w / width, h / height], 1
+        )
+        np.testing.assert_allclose(got, want, atol=1e-6)
     assert "download" not in data.read_text()
 
 

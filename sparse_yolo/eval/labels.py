@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +133,12 @@ def _parse_yolo(path: Path, text: str, image_size: tuple[int, int] | None) -> Gr
     return out.result({})
 
 
-def _parse_visdrone(path: Path, text: str, image_size: tuple[int, int] | None) -> GroundTruth:
-    out = _Collector()
+def visdrone_rows(path: Path, text: str) -> Iterator[tuple[list[float], int, float]]:
+    """(xyxy box in pixels, category, score) of each row of a raw VisDrone-DET annotation.
+
+    Raises:
+        SparseYoloError: a malformed row or an unknown category, naming the line.
+    """
     for lineno, line in _content_lines(text):
         tokens = [t.strip() for t in line.split(",")]
         if tokens and tokens[-1] == "":  # some releases end every row with a comma
@@ -150,6 +154,12 @@ def _parse_visdrone(path: Path, text: str, image_size: tuple[int, int] | None) -
         category_id = _integer(category, "category", path, lineno)
         if category_id != VISDRONE_IGNORE_CATEGORY and category_id not in VISDRONE_TO_COCO:
             raise SparseYoloError(f"line {lineno}: unknown VisDrone category {category_id}", path)
+        yield box, category_id, score
+
+
+def _parse_visdrone(path: Path, text: str, image_size: tuple[int, int] | None) -> GroundTruth:
+    out = _Collector()
+    for box, category_id, score in visdrone_rows(path, text):
         if category_id == VISDRONE_IGNORE_CATEGORY or score == 0:
             out.ignore.append(box)
         elif (cls := VISDRONE_TO_COCO[category_id]) is not None:

@@ -1,24 +1,26 @@
-"""VisDrone-DET in the Ultralytics layout, through Ultralytics' own conversion.
+"""VisDrone-DET in the Ultralytics layout (``images/<split>``, ``labels/<split>``, YOLO txt).
 
-Ultralytics' ``VisDrone.yaml`` carries a ``download:`` script that fetches the three zips and
-converts the raw annotations (``x,y,w,h,score,category,truncation,occlusion``; score 0 marks
-an ignored region; category 1-10 -> class 0-9) into YOLO labels with its function
-``visdrone2yolo``. ``sparse-yolo train --data VisDrone.yaml`` runs that script unchanged through
-Ultralytics where the network allows. Offline, :func:`visdrone_converter` takes the very same
-function out of the installed YAML, so raw VisDrone folders (a manual download, or the
-two-image sample in ``../shared``) convert exactly as the real dataset does.
+``sparse-yolo train --data VisDrone.yaml`` lets Ultralytics download and convert the real
+dataset where the network allows. Offline, :func:`build_visdrone_dataset` converts raw
+VisDrone folders (a manual download, or the two-image sample in ``../shared``) the way
+Ultralytics' ``visdrone2yolo`` does: rows with score 0 (ignored regions) are skipped and
+category 1-10 becomes class 0-9. The rows are read by the project's one VisDrone reader,
+:func:`sparse_yolo.eval.labels.visdrone_rows`.
 """
 
 from __future__ import annotations
 
-import ast
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
+import cv2
 import yaml
 
-RAW_DIRS = {"train": "VisDrone2019-DET-train", "val": "VisDrone2019-DET-val"}
+from sparse_yolo.errors import SparseYoloError
+from sparse_yolo.eval.labels import visdrone_rows
+
+N_CLASSES = 10  # VisDrone-DET categories 1-10; 0 (ignored) and 11 (others) are not classes
 
 
 def ultralytics_visdrone_yaml() -> dict:
@@ -28,25 +30,16 @@ def ultralytics_visdrone_yaml() -> dict:
     return yaml.safe_load((ROOT / "cfg" / "datasets" / "VisDrone.yaml").read_text())
 
 
-def visdrone_converter() -> Callable[..., None]:
-    """Ultralytics' ``visdrone2yolo(dir, split, source_name=None)``, from its VisDrone.yaml.
-
-    Only the script's imports and that one function definition are executed; its download
-    and clean-up statements are left out.
-    """
-    script = ultralytics_visdrone_yaml()["download"]
-    tree = ast.parse(script)
-    keep = [
-        node
-        for node in tree.body
-        if isinstance(node, (ast.Import, ast.ImportFrom))
-        or (isinstance(node, ast.FunctionDef) and node.name == "visdrone2yolo")
-    ]
-    if not any(isinstance(n, ast.FunctionDef) for n in keep):
-        raise RuntimeError("Ultralytics' VisDrone.yaml no longer defines visdrone2yolo")
-    namespace: dict = {}
-    exec(compile(ast.Module(body=keep, type_ignores=[]), "VisDrone.yaml", "exec"), namespace)  # noqa: S102
-    return namespace["visdrone2yolo"]
+def yolo_labels(annotation: Path, width: int, height: int) -> str:
+    """One raw annotation file as YOLO label lines ``class cx cy w h`` (normalised)."""
+    lines = []
+    for (x1, y1, x2, y2), category, score in visdrone_rows(annotation, annotation.read_text()):
+        if score == 0 or not 1 <= category <= N_CLASSES:
+            continue
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        lines.append(f"{category - 1} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n")
+    return "".join(lines)
 
 
 def build_visdrone_dataset(
@@ -68,18 +61,19 @@ def build_visdrone_dataset(
     """
     images = sorted(Path(p) for p in images)
     splits = splits or {"train": [p.stem for p in images], "val": [p.stem for p in images]}
-    convert = visdrone_converter()
-    root.mkdir(parents=True, exist_ok=True)
     for split, stems in splits.items():
-        source = root / RAW_DIRS.get(split, f"VisDrone2019-DET-{split}")
-        (source / "images").mkdir(parents=True, exist_ok=True)
-        (source / "annotations").mkdir(parents=True, exist_ok=True)
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for img in images:
-            if img.stem in stems:
-                shutil.copy2(img, source / "images" / img.name)
-                shutil.copy2(annotations / f"{img.stem}.txt", source / "annotations")
-        convert(root, split, source.name)
-        shutil.rmtree(source)
+            if img.stem not in stems:
+                continue
+            pixels = cv2.imread(str(img))
+            if pixels is None:
+                raise SparseYoloError("cannot read the image", img)
+            height, width = pixels.shape[:2]
+            shutil.copy2(img, root / "images" / split / img.name)
+            labels = yolo_labels(annotations / f"{img.stem}.txt", width, height)
+            (root / "labels" / split / f"{img.stem}.txt").write_text(labels)
     data = ultralytics_visdrone_yaml()
     data.pop("download", None)
     data.update(path=str(root), train="images/train", val="images/val")
