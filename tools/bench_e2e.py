@@ -39,7 +39,8 @@ import torch
 import yaml
 from _shared import shared_dir
 
-from sparse_yolo import cli  # first: the command modules import the CLI group
+from sparse_yolo import cli  # noqa: F401 - first: the command modules import the CLI group
+from sparse_yolo.atomic import write_json
 from sparse_yolo.bench.flops import GFLOPS_CONVENTION
 from sparse_yolo.bench.measure import Row, json_safe, measure_all, score
 from sparse_yolo.bench.runners import SparseRunner, build_runners
@@ -234,7 +235,7 @@ def main() -> None:
         print()
         report["scenes"][name] = [r.to_dict() for r in rows]
     if args.json:
-        cli.write_json(args.json, json_safe(report))
+        write_json(args.json, json_safe(report))
 
 
 if __name__ == "__main__":
