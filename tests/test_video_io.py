@@ -17,7 +17,7 @@ from sparse_yolo.config import MaskConfig
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.video import synth
 from sparse_yolo.video.config import VideoConfig
-from sparse_yolo.video.motion import FrameMasks, box_cells
+from sparse_yolo.video.motion import FrameMasks, Persistence, box_cells
 from sparse_yolo.video.reader import StreamInterrupted, VideoReader, is_video_source
 
 FRAMES = 12
@@ -88,6 +88,30 @@ def test_refresh_and_persistence_rule():
     masks.update(boxes[:0], np.zeros(0, np.float32))  # missed persist_frames times: gone
     masks.update(boxes, np.array([0.05], np.float32))  # below persist_conf
     assert not masks(still)[0].cells.any()
+
+
+def test_persistence_hysteresis():
+    """An object enters at persist_conf, survives dips down to persist_keep, follows strong
+    boxes, and is dropped after persist_frames frames without an overlapping box; weak boxes
+    elsewhere never enter."""
+    persist = Persistence(VideoConfig(persist_conf=0.25, persist_keep=0.1, persist_frames=3))
+    boat = np.array([[100.0, 100.0, 160.0, 140.0]], np.float32)
+    clutter = np.array([[400.0, 300.0, 470.0, 380.0]], np.float32)
+
+    def frame(boxes, scores):
+        persist.update(np.concatenate(boxes), np.array(scores, np.float32))
+        return persist.boxes
+
+    assert np.array_equal(frame([boat, clutter], [0.6, 0.2]), boat)  # clutter is too weak
+    for _ in range(10):  # the boat's score dips under the output threshold: kept in place
+        assert np.array_equal(frame([boat + 4, clutter], [0.12, 0.2]), boat)
+    moved = boat + np.array([20, 0, 20, 0], np.float32)
+    assert np.array_equal(frame([moved], [0.4]), moved)  # a strong box moves it
+    for _ in range(2):  # not seen twice: still kept
+        assert np.array_equal(frame([clutter], [0.24]), moved)
+    assert len(frame([clutter, moved], [0.24, 0.05])) == 0  # third miss (0.05 < keep): gone
+    with pytest.raises(ValueError, match="persist_keep <= persist_conf"):
+        VideoConfig(persist_conf=0.25, persist_keep=0.3)
 
 
 def test_cli_bad_inputs_one_line_each(tiny_weights, tmp_path):

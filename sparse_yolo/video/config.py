@@ -17,9 +17,10 @@ class VideoConfig:
     * on warm-up frames (the first ``warmup``) and every ``refresh``-th frame (frame
       indices that are multiples of it), the full-frame ``base`` mask; on the other frames the masks named in ``masks``,
       joined by ``+`` (``motion+gradient`` is the union of both);
-    * persistence: the cells of the detections of the last ``persist_frames`` frames
-      scoring at least ``persist_conf``, grown by ``persist_margin`` cells, so an object
-      that stops moving, or never moved, stays examined.
+    * persistence: the cells of the objects found so far, grown by ``persist_margin``
+      cells, so an object that stops moving, or never moved, stays examined. An object
+      enters at ``persist_conf`` and is kept while a box of at least ``persist_keep``
+      overlaps it (:class:`~sparse_yolo.video.motion.Persistence`).
 
     Attributes:
         masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
@@ -28,12 +29,15 @@ class VideoConfig:
         warmup: frames at the start that run ``base`` while the background model learns
             (its first frame marks every cell as moving, so frame 0 computes them all).
         refresh: run ``base`` on every frame whose index is a multiple of this; 0 never.
-        persist_conf: detections at or above this score keep their cells active (the
-            output threshold by default; a lower one lets a flickering score keep its
-            object, but on cluttered frames weak boxes grow the mask frame after frame).
+        persist_conf: a detection at or above this score starts being kept examined (the
+            output threshold: a lower one lets the weak boxes of a cluttered background in,
+            whose cells yield more weak boxes the next frame).
+        persist_keep: a kept object stays while a box at or above this score overlaps it,
+            so a score that dips below the output threshold for a while does not drop it.
         persist_margin: cells added around a persisted box (objects move between frames,
             and the detector needs some real context around an object).
-        persist_frames: a detection keeps its cells active for this many frames.
+        persist_frames: a kept object with no overlapping box for this many frames in a
+            row is dropped.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
         motion_size: long side in pixels at which the background model runs.
         motion_min: a cell is moving when this share of its pixels is foreground
@@ -50,6 +54,7 @@ class VideoConfig:
     warmup: int = 1
     refresh: int = 100
     persist_conf: float = 0.25
+    persist_keep: float = 0.1
     persist_margin: int = 2
     persist_frames: int = 5
     subtractor: str = "mog2"
@@ -66,8 +71,10 @@ class VideoConfig:
             raise ValueError("warmup and persist_frames must be >= 1")
         if min(self.refresh, self.persist_margin, self.motion_context) < 0:
             raise ValueError("refresh, persist_margin and motion_context must be >= 0")
-        if not 0.0 <= self.persist_conf <= 1.0 or not 0.0 < self.motion_min <= 1.0:
-            raise ValueError("persist_conf must be in [0, 1] and motion_min in (0, 1]")
+        if not 0.0 <= self.persist_keep <= self.persist_conf <= 1.0:
+            raise ValueError("need 0 <= persist_keep <= persist_conf <= 1")
+        if not 0.0 < self.motion_min <= 1.0:
+            raise ValueError("motion_min must be in (0, 1]")
         if self.subtractor not in SUBTRACTORS:
             raise ValueError(f"unknown subtractor {self.subtractor!r}; known: mog2, knn")
         if self.track is not None and self.track not in TRACKERS:

@@ -8,24 +8,29 @@ marks the union of
   chain, like every still-image mask),
 * on warm-up and refresh frames, the full-frame base mask (``gradient`` by default), so
   objects that never move are found,
-* persistence: the detections of the last few frames grown by a margin, so an object
-  found once stays examined after it stops moving, while it never moves, and through a
-  frame or two where its score dips.
+* persistence: the objects found so far, grown by a margin, so an object found once stays
+  examined after it stops moving and while it never moves. It has hysteresis: an object
+  enters at the output threshold and is kept while a weaker box still overlaps it, so a
+  score that dips does not drop it, and weak boxes elsewhere never grow the mask.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import deque
 from typing import Any
 
 import cv2
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.masks import CellMask, MaskResult, cell_grid, make_mask
 from sparse_yolo.video.config import VideoConfig
 
+# A box at least this IoU with a kept object is that object again (it moved or its score
+# dipped), and keeps it examined.
+SAME_OBJECT_IOU = 0.3
 # A cell at least half covered by foreground is a strong peak: it survives the de-speck
 # step however small its group (a distant walker is one or two cells).
 STRONG_SHARE = 0.5
@@ -126,7 +131,7 @@ class FrameMasks:
         self.masks = [self._make(name, context) for name in video.masks.split("+")]
         self.base = self._make(video.base, context)
         self.frames = 0
-        self.persist: deque[np.ndarray] = deque(maxlen=video.persist_frames)  # (N, 4) xyxy each
+        self.persist = Persistence(video)
 
     def _make(self, name: str, context: dict[str, Any]) -> CellMask:
         if name == MotionMask.name:
@@ -150,11 +155,47 @@ class FrameMasks:
             parts.append(self.base(image))
         cells = np.logical_or.reduce([p.cells for p in parts])
         scores = np.maximum.reduce([p.scores for p in parts])
-        if self.persist:
-            boxes = np.concatenate(list(self.persist))
-            cells |= box_cells(boxes, cells.shape, self.cfg.cell, self.video.persist_margin)
+        kept = self.persist.boxes
+        cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)
         return MaskResult(cells, scores, self.cfg.cell), full
 
     def update(self, boxes: np.ndarray, scores: np.ndarray) -> None:
         """Detections of the frame just masked: (N, 4) xyxy pixels and (N,) scores."""
-        self.persist.append(boxes[scores >= self.video.persist_conf])
+        self.persist.update(boxes, scores)
+
+
+class Persistence:
+    """The objects kept examined across frames, with hysteresis on their score.
+
+    Every box scoring at least ``persist_conf`` (the output threshold) is kept, in place of
+    the kept objects it overlaps (IoU >= ``SAME_OBJECT_IOU``: the same object, moved). A
+    kept object that no such box replaces stays where it was while some box scoring at
+    least ``persist_keep`` overlaps it, so a score that dips below the output threshold
+    does not drop it; after ``persist_frames`` frames in a row without one it is dropped.
+    Weak boxes only keep objects alive, they never add or move one, so the weak boxes of a
+    cluttered background cannot grow the mask frame after frame.
+
+    Args:
+        video: ``persist_conf``, ``persist_keep`` and ``persist_frames``.
+    """
+
+    def __init__(self, video: VideoConfig) -> None:
+        self.video = video
+        self.boxes = np.zeros((0, 4), np.float32)  # (K, 4) xyxy in frame pixels
+        self.misses = np.zeros(0, np.int64)  # (K,) frames in a row without an overlapping box
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray) -> None:
+        """One frame's boxes, (N, 4) xyxy pixels, and their (N,) scores."""
+        v = self.video
+        strong = scores >= v.persist_conf
+        overlap = np.zeros((len(self.boxes), len(boxes)), bool)
+        if len(self.boxes) and len(boxes):
+            iou = box_iou(torch.from_numpy(self.boxes), torch.from_numpy(boxes)).numpy()
+            overlap = iou >= SAME_OBJECT_IOU
+        replaced = (overlap & strong).any(1)
+        seen = (overlap & (scores >= v.persist_keep)).any(1)
+        misses = np.where(seen, 0, self.misses + 1)[~replaced]
+        alive = misses < v.persist_frames
+        old = self.boxes[~replaced][alive]
+        self.boxes = np.concatenate([boxes[strong], old]).astype(np.float32)
+        self.misses = np.concatenate([np.zeros(int(strong.sum()), np.int64), misses[alive]])

@@ -83,7 +83,7 @@ def stream(
     video = video or VideoConfig()
     reader = VideoReader(source, video.fps) if isinstance(source, str | Path) else source
     masks = FrameMasks(detector.config.mask, video, detector=detector)
-    engine = _engine_with_conf(detector.engine, min(video.persist_conf, detector.config.post.conf))
+    engine = _engine_with_conf(detector.engine, min(video.persist_keep, detector.config.post.conf))
     tracker = Tracker(video.track) if video.track else None
     conf = detector.config.post.conf
     frames = iter(reader)
