@@ -39,6 +39,12 @@ def video_options(f):
             "motion+gradient, all, ...",
         ),
         click.option(
+            "--video-batch",
+            type=click.IntRange(1),
+            help="Frames the engine runs together: equal-shaped windows of consecutive frames "
+            "share forward passes (results come that many frames late).",
+        ),
+        click.option(
             "--save-video",
             type=click.Path(dir_okay=False, path_type=Path),
             help="Write the frames with boxes and track ids drawn (.mp4 or .avi).",
@@ -55,6 +61,7 @@ def video_config(opts: dict[str, Any]):
 
     given = {"track": opts.get("track"), "refresh": opts.get("refresh")}
     given["masks"] = opts.get("video_masks")
+    given["batch"] = opts.get("video_batch")
     try:
         return VideoConfig(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:

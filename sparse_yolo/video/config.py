@@ -44,6 +44,10 @@ class VideoConfig:
             (scaled by the mask's ``threshold``).
         motion_context: cells of dilation around moving cells: the background model marks
             the changing parts of an object, the detector needs all of it and some context.
+        batch: consecutive frames the engine runs together: their equal-shaped windows
+            share the remainder's forward passes (fewer, larger passes); persistence of a
+            frame sees the detections of the batches before its own, and results come
+            ``batch`` frames late.
         track: ``bytetrack`` or ``botsort`` (Ultralytics' trackers and YAML settings), or
             None for no tracking.
         fps: frame rate assumed for image sequences and containers that state none.
@@ -61,14 +65,15 @@ class VideoConfig:
     motion_size: int = 640
     motion_min: float = 0.05
     motion_context: int = 2
+    batch: int = 1
     track: str | None = None
     fps: float = 25.0
 
     def __post_init__(self) -> None:
         if not self.masks or any(not n for n in self.masks.split("+")):
             raise ValueError(f"bad video masks {self.masks!r}; e.g. motion or motion+gradient")
-        if self.warmup < 1 or self.persist_frames < 1:
-            raise ValueError("warmup and persist_frames must be >= 1")
+        if min(self.warmup, self.persist_frames, self.batch) < 1:
+            raise ValueError("warmup, persist_frames and batch must be >= 1")
         if min(self.refresh, self.persist_margin, self.motion_context) < 0:
             raise ValueError("refresh, persist_margin and motion_context must be >= 0")
         if not 0.0 <= self.persist_keep <= self.persist_conf <= 1.0:

@@ -10,6 +10,7 @@ unchanged), and track ids from :class:`~sparse_yolo.video.track.Tracker`.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.engine.runner import Frame as EngineFrame
+from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.types import Detections
 from sparse_yolo.video.config import VideoConfig
@@ -66,12 +69,17 @@ def stream(
 ) -> Iterator[FrameResult]:
     """Detect (and track) objects in every frame of a video, stream or image sequence.
 
+    Frames go to the engine ``video.batch`` at a time, so equal-shaped windows of
+    consecutive frames share the remainder's forward passes; each frame's mask is
+    still its own (persistence sees the detections of the batches before).
+
     Args:
         detector: the model and its settings; its mask settings (cell, context, budget)
             shape the per-frame masks, its ``post.conf`` filters the output.
         source: a video file, stream URL, folder or glob of frames, or frames in order
             (an open :class:`VideoReader`, or any iterable of :class:`Frame`).
-        video: masks over time and tracking (defaults: motion, gradient warm-up/refresh).
+        video: masks over time, batching and tracking (defaults: motion, gradient
+            warm-up/refresh).
 
     Yields:
         One :class:`FrameResult` per frame, in order.
@@ -90,33 +98,58 @@ def stream(
     while True:
         timer = Timer(engine.device)
         with timer.stage("decode"):  # time spent waiting on the decoding thread
-            frame: Frame | None = next(frames, None)
-        if frame is None:
+            batch, ended = _next_batch(frames, video.batch)
+        if not batch:
+            if ended is not None:
+                raise ended
             return
         t0 = time.perf_counter()
         with timer.stage("mask"):
-            mask, full = masks(frame.image)
-        dets, run = engine.run(frame.image, mask, timer)
-        d = dets.numpy()
-        masks.update(d[:, :4], d[:, 4])
-        d = d[d[:, 4] >= conf]
-        ids = None
-        if tracker is not None:
-            with timer.stage("track"):
-                ids = tracker.update(d, frame.image)
-        timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
-        found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
-        yield FrameResult(
-            frame.index,
-            frame.timestamp_s,
-            found,
-            ids,
-            mask,
-            run.active_fraction,
-            full,
-            timer.seconds,
-            frame.image,
+            frame_masks = [masks(f.image) for f in batch]
+        runs = engine.run_batch(
+            [EngineFrame(f.image, m) for f, (m, _) in zip(batch, frame_masks, strict=True)], timer
         )
+        results = []
+        for f, (mask, full), (dets, run) in zip(batch, frame_masks, runs, strict=True):
+            d = dets.numpy()
+            masks.update(d[:, :4], d[:, 4])
+            d = d[d[:, 4] >= conf]
+            ids = None
+            if tracker is not None:
+                with timer.stage("track"):
+                    ids = tracker.update(d, f.image)
+            found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
+            results.append(
+                FrameResult(
+                    f.index,
+                    f.timestamp_s,
+                    found,
+                    ids,
+                    mask,
+                    run.active_fraction,
+                    full,
+                    image=f.image,
+                )
+            )
+        timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
+        share = {k: v / len(batch) for k, v in timer.seconds.items()}  # the batch's, per frame
+        for r in results:
+            r.seconds = dict(share)
+            yield r
+        if ended is not None:
+            raise ended
+
+
+def _next_batch(frames: Iterator[Frame], size: int) -> tuple[list[Frame], Exception | None]:
+    """Up to ``size`` next frames, and the error that ended the source early, if any (raised
+    after the frames read before it were yielded)."""
+    batch: list[Frame] = []
+    try:
+        for frame in itertools.islice(frames, size):
+            batch.append(frame)
+    except SparseYoloError as exc:
+        return batch, exc
+    return batch, None
 
 
 def _engine_with_conf(engine: SparseEngine, conf: float) -> SparseEngine:
