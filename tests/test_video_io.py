@@ -129,20 +129,21 @@ def test_batched_stream_matches_frame_by_frame_and_keeps_frames_before_a_drop(ti
         yield from (Frame(i, i / 10, img) for i, img in enumerate(images))
         raise StreamInterrupted("stream ended after 7 of 12 frames", "cam")
 
-    every = {"refresh": 1, "masks": "all"}
+    every = {"refresh": 1, "masks": "all", "batch": 1}
     alone = list(
         stream(det, (Frame(i, i / 10, im) for i, im in enumerate(images)), VideoConfig(**every))
     )
     got = []
     with pytest.raises(StreamInterrupted):
-        for r in stream(det, source(), VideoConfig(batch=3, **every)):
+        for r in stream(det, source(), VideoConfig(**{**every, "batch": 3})):
             got.append(r)
     assert [r.frame_index for r in got] == list(range(7))
     assert sum(len(r) for r in alone) > 0
     for a, b in zip(alone, got, strict=True):
         np.testing.assert_allclose(b.detections.boxes, a.detections.boxes, atol=1e-3)
         np.testing.assert_allclose(b.detections.scores, a.detections.scores, atol=1e-4)
-    assert got[0].seconds["total"] > 0 and got[0].seconds == got[2].seconds  # batch's share
+    assert got[1].seconds["total"] > 0 and got[1].seconds == got[3].seconds  # batch's share
+    assert got[0].seconds != got[1].seconds  # the warm-up frame ran alone
 
 
 def test_cli_bad_inputs_one_line_each(tiny_weights, tmp_path):

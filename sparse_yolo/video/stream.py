@@ -71,7 +71,8 @@ def stream(
 
     Frames go to the engine ``video.batch`` at a time, so equal-shaped windows of
     consecutive frames share the remainder's forward passes; each frame's mask is
-    still its own (persistence sees the detections of the batches before).
+    still its own (persistence sees the detections of the batches before; the warm-up
+    frames run before any other, so the objects they find are kept from the next frame on).
 
     Args:
         detector: the model and its settings; its mask settings (cell, context, budget)
@@ -95,10 +96,14 @@ def stream(
     tracker = Tracker(video.track) if video.track else None
     conf = detector.config.post.conf
     frames = iter(reader)
+    done = 0
     while True:
         timer = Timer(engine.device)
+        # warm-up frames run alone: the frames after them need their persisted objects
+        size = video.batch if done >= video.warmup else min(video.batch, video.warmup - done)
         with timer.stage("decode"):  # time spent waiting on the decoding thread
-            batch, ended = _next_batch(frames, video.batch)
+            batch, ended = _next_batch(frames, size)
+        done += len(batch)
         if not batch:
             if ended is not None:
                 raise ended
