@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from sparse_yolo.engine import SparseEngine, Timer
 from sparse_yolo.engine.runner import Frame as EngineFrame
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult
-from sparse_yolo.types import Detections
+from sparse_yolo.types import Detections, EngineRun
 from sparse_yolo.video.config import VideoConfig
 from sparse_yolo.video.motion import FrameMasks
 from sparse_yolo.video.reader import Frame, VideoReader
@@ -94,7 +95,6 @@ def stream(
     masks = FrameMasks(detector.config.mask, video, detector=detector)
     engine = _engine_with_conf(detector.engine, min(video.persist_keep, detector.config.post.conf))
     tracker = Tracker(video.track) if video.track else None
-    conf = detector.config.post.conf
     frames = iter(reader)
     done = 0
     while True:
@@ -114,28 +114,10 @@ def stream(
         runs = engine.run_batch(
             [EngineFrame(f.image, m) for f, (m, _) in zip(batch, frame_masks, strict=True)], timer
         )
-        results = []
-        for f, (mask, full), (dets, run) in zip(batch, frame_masks, runs, strict=True):
-            d = dets.numpy()
-            masks.update(d[:, :4], d[:, 4])
-            d = d[d[:, 4] >= conf]
-            ids = None
-            if tracker is not None:
-                with timer.stage("track"):
-                    ids = tracker.update(d, f.image)
-            found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
-            results.append(
-                FrameResult(
-                    f.index,
-                    f.timestamp_s,
-                    found,
-                    ids,
-                    mask,
-                    run.active_fraction,
-                    full,
-                    image=f.image,
-                )
-            )
+        results = [
+            _result(f, mask, full, dets, run, masks, tracker, detector, timer)
+            for f, (mask, full), (dets, run) in zip(batch, frame_masks, runs, strict=True)
+        ]
         timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
         share = {k: v / len(batch) for k, v in timer.seconds.items()}  # the batch's, per frame
         for r in results:
@@ -143,6 +125,32 @@ def stream(
             yield r
         if ended is not None:
             raise ended
+
+
+def _result(
+    f: Frame,
+    mask: MaskResult,
+    full: bool,
+    dets: torch.Tensor,
+    run: EngineRun,
+    masks: FrameMasks,
+    tracker: Tracker | None,
+    detector: Detector,
+    timer: Timer,
+) -> FrameResult:
+    """One frame's result: persistence learns from all its candidates (down to
+    ``persist_keep``), the output keeps those at the detector's ``post.conf``, then tracks."""
+    d = dets.numpy()
+    masks.update(d[:, :4], d[:, 4])
+    d = d[d[:, 4] >= detector.config.post.conf]
+    ids = None
+    if tracker is not None:
+        with timer.stage("track"):
+            ids = tracker.update(d, f.image)
+    found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
+    return FrameResult(
+        f.index, f.timestamp_s, found, ids, mask, run.active_fraction, full, image=f.image
+    )
 
 
 def _next_batch(frames: Iterator[Frame], size: int) -> tuple[list[Frame], Exception | None]:
