@@ -104,7 +104,14 @@ def matched(ref, boxes: np.ndarray, classes: np.ndarray) -> int:
     return int(hits(ref, boxes, classes).sum())
 
 
-def bench(name: str, frames: Iterator[Frame], count: int, every: int, weights: Path) -> dict:
+def bench(
+    name: str,
+    frames: Iterator[Frame],
+    count: int,
+    every: int,
+    weights: Path,
+    video_cfg: VideoConfig,
+) -> dict:
     video = Detector(weights, device="cpu")
     dense = Detector(video.model, device="cpu", mask="all")
     gradient = Detector(video.model, device="cpu", mask="gradient")
@@ -115,7 +122,7 @@ def bench(name: str, frames: Iterator[Frame], count: int, every: int, weights: P
     stats = StreamStats()
     frames = _warm(frames, dense)
     previous = None
-    bar = tqdm(stream(video, frames, VideoConfig()), total=count, unit="frame", desc=name)
+    bar = tqdm(stream(video, frames, video_cfg), total=count, unit="frame", desc=name)
     for r in bar:
         stats.add(r)
         seconds["video"] += r.seconds["total"] - r.seconds["decode"]
@@ -156,6 +163,7 @@ def bench(name: str, frames: Iterator[Frame], count: int, every: int, weights: P
     share["dense_prev"] = round(found["dense_prev"] / max(1, prev_total), 4)
     return {
         "clip": name,
+        "batch": video_cfg.batch,
         "frames": n,
         "dense_frames": sampled,
         "dense_detections": total,
@@ -186,16 +194,18 @@ def main() -> None:
     p.add_argument("--every", type=int, default=10, help="Time dense/gradient every N frames.")
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "yolov8n.pt")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=VideoConfig.batch, help="Video frames per batch.")
     p.add_argument("--out", type=Path, help="Also write the report as JSON here.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     reports = []
+    cfg = VideoConfig(batch=args.batch)
     if args.real_frames:
         clip = real_clip(args.real_frames)
-        reports.append(bench("real-768x432", clip, args.real_frames, args.every, args.weights))
+        reports.append(bench("real-768x432", clip, args.real_frames, args.every, args.weights, cfg))
     if args.uhd_frames:
         clip, moving = uhd_clip(args.uhd_frames)
-        report = bench("uhd-3840x2160", clip, args.uhd_frames, args.every, args.weights)
+        report = bench("uhd-3840x2160", clip, args.uhd_frames, args.every, args.weights, cfg)
         reports.append({**report, "moving_area": round(moving, 4)})
     for r in reports:
         print(json.dumps(r))
