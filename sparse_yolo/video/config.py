@@ -65,7 +65,7 @@ class VideoConfig:
     motion_size: int = 640
     motion_min: float = 0.05
     motion_context: int = 2
-    batch: int = 4
+    batch: int = 8
     track: str | None = None
     fps: float = 25.0
 
