@@ -175,3 +175,53 @@ def test_gradient_statistics_come_from_the_whole_source_not_the_tile(tmp_path):
     alone = mask(busy).active_fraction  # a textured tile alone calls its texture background
     mask.stats = levels[1024]  # the source's quiet background: its texture stands out
     assert mask(quiet).active_fraction == 0.0 and mask(busy).active_fraction > alone + 0.5
+
+
+# Right halves of these rasters are held out of the shipped net's training in every form
+# (tools/mask_learn.py SPLIT), and so is the VisDrone frame whose objects are pasted.
+HELD_OUT_TEXTURES = ("geotiff/OSBS_029.tif", "geotiff/cogeo.tif")
+HELD_OUT_OBJECTS = "visdrone/images/0000300_00601_d_0000141.jpg"
+
+
+def held_out_half(shared, name):
+    from sparse_yolo.io.raster import open_source
+
+    with open_source(shared / "data" / name) as src:
+        image, _ = src.read(src.full_window)
+    mid = (image.shape[1] // 2) // 32 * 32  # the split of tools/mask_learn.py
+    return np.ascontiguousarray(image[:, mid:])
+
+
+@pytest.mark.parametrize("texture", HELD_OUT_TEXTURES)
+def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared, texture):
+    from sparse_yolo.eval.labels import load_labels
+    from sparse_yolo.masks.measure import centres_covered, perfect_cells
+    from sparse_yolo.train.maskfit import Frame
+    from sparse_yolo.train.synth import object_crops, paste_objects
+
+    image = held_out_half(shared, texture)
+    mask = make_mask(MaskConfig(name="learned"))  # the net shipped with the package
+    assert mask(image).active_fraction <= 0.10  # bare forest / snowy hills stay dark
+    source = cv2.imread(str(shared / "data" / HELD_OUT_OBJECTS))
+    labels = shared / "data" / "visdrone" / "annotations" / "0000300_00601_d_0000141.txt"
+    gt = load_labels(labels, (source.shape[1], source.shape[0]))
+    crops = object_crops([Frame(source, gt.boxes)], min_side=10)
+    f = paste_objects(image, crops, np.random.default_rng(0), 6, scale=(0.9, 1.1))
+    res = mask(f.image)
+    assert len(f.boxes) >= 4
+    assert centres_covered(res.cells, CELL, f.boxes).mean() >= 0.8
+    near = perfect_cells(f.boxes, res.cells.shape, CELL, margin=3)
+    assert res.cells[~near].mean() <= 0.10  # the texture between them stays dark
+
+
+def test_shipped_learned_scores_do_not_depend_on_the_tile(shared):
+    """No image-wide statistics: a cell's score is the same in a tile and in the whole frame
+    once the tile's edge lies beyond the net's receptive field (about 8 cells)."""
+    from sparse_yolo.io.raster import open_source
+
+    with open_source(shared / "data" / "geotiff" / "cogeo.tif") as src:
+        image, _ = src.read(src.full_window)
+    mask = make_mask(MaskConfig(name="learned"))
+    whole = mask(image).scores
+    tile = mask(np.ascontiguousarray(image[256:768, 256:768])).scores  # 16 cells in
+    np.testing.assert_allclose(tile[8:-8, 8:-8], whole[24:40, 24:40], atol=1e-5)

@@ -47,7 +47,7 @@ from sparse_yolo.masks.measure import centres_covered
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import save_mask_net
 from sparse_yolo.train.maskfit import FitConfig, Frame, calibrate_threshold, finish, fit_mask_net
-from sparse_yolo.train.synth import object_crops, synthetic_frames
+from sparse_yolo.train.synth import object_crops
 
 SPLIT = {
     "0000072_00000": "train",
@@ -67,29 +67,36 @@ PROBS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]  # cell probabilities of 
 
 @dataclass
 class Region:
-    """Part of a frame: (H, W, 3) uint8 BGR, (N, 4) xyxy training targets and references."""
+    """Part of a frame: (H, W, 3) uint8 BGR, (H, W) bool valid, (N, 4) xyxy training targets
+    and references."""
 
     name: str
     image: np.ndarray
+    valid: np.ndarray
     targets: np.ndarray
     refs: np.ndarray
     texture: bool
 
+    def cut(self, name: str, x0: int, x1: int, y0: int = 0, y1: int | None = None) -> Region:
+        """Columns [x0, x1) and rows [y0, y1); boxes whose centre lies inside, shifted and
+        clipped."""
+        y1 = self.image.shape[0] if y1 is None else y1
 
-def cut(name, image, targets, refs, x0, x1, texture) -> Region:
-    """Columns [x0, x1) of a frame; boxes whose centre lies inside, shifted and clipped."""
+        def inside(b: np.ndarray) -> np.ndarray:
+            cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+            keep = (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
+            b = b[keep] - np.array([x0, y0, x0, y0], np.float32)
+            b[:, [0, 2]] = b[:, [0, 2]].clip(0, x1 - x0)
+            b[:, [1, 3]] = b[:, [1, 3]].clip(0, y1 - y0)
+            return b
 
-    def inside(b: np.ndarray) -> np.ndarray:
-        cx = (b[:, 0] + b[:, 2]) / 2
-        b = b[(cx >= x0) & (cx < x1)] - np.array([x0, 0, x0, 0], np.float32)
-        b[:, [0, 2]] = b[:, [0, 2]].clip(0, x1 - x0)
-        return b
-
-    return Region(name, image[:, x0:x1].copy(), inside(targets), inside(refs), texture)
+        image = np.ascontiguousarray(self.image[y0:y1, x0:x1])
+        valid = np.ascontiguousarray(self.valid[y0:y1, x0:x1])
+        return Region(name, image, valid, inside(self.targets), inside(self.refs), self.texture)
 
 
 def regions(data: Path, weights: Path, conf: float) -> tuple[list[Region], list[Region]]:
-    """(train regions, held-out regions) of the frames in :data:`SPLIT`."""
+    """(train-side regions, held-out regions) of the frames in :data:`SPLIT`."""
     teacher = Detector(load_model(weights), mask="all", device="cpu", **{"post.conf": conf})
     train, held = [], []
     for f in read_frames(data):
@@ -102,14 +109,14 @@ def regions(data: Path, weights: Path, conf: float) -> tuple[list[Region], list[
             labels = f.boxes.astype(np.float32)
         targets = np.concatenate([labels, dets.boxes.astype(np.float32)])
         refs = np.concatenate([labels, dets.boxes[dets.scores >= 0.25].astype(np.float32)])
-        w, tex = f.image.shape[1], key in TEXTURES
+        frame = Region(f.name, f.image, f.valid, targets, refs, key in TEXTURES)
+        w = f.image.shape[1]
         mid = (w // 2) // 32 * 32
         if SPLIT[key] in ("train", "eval"):
-            whole = cut(f.name, f.image, targets, refs, 0, w, tex)
-            (train if SPLIT[key] == "train" else held).append(whole)
+            (train if SPLIT[key] == "train" else held).append(frame)
         else:
-            train.append(cut(f.name + " [left]", f.image, targets, refs, 0, mid, tex))
-            held.append(cut(f.name + " [right]", f.image, targets, refs, mid, w, tex))
+            train.append(frame.cut(f.name + " [left]", 0, mid))
+            held.append(frame.cut(f.name + " [right]", mid, w))
         print(f"{f.name}: {SPLIT[key]}, {len(labels)} labels, {len(dets)} teacher boxes")
     return train, held
 
@@ -123,11 +130,12 @@ def evaluate(net, held: list[Region], cell: int) -> None:
     scores = []
     for r in held:
         row = [r.name, str(len(r.refs))]
+        valid = None if r.valid.all() else r.valid
         for m in (learned, gradient):
-            res = m(r.image)
+            res = m(r.image, valid)
             hit = centres_covered(res.cells, cell, r.refs)
             row += [f"{res.active_fraction:.1%}", f"{hit.mean():.1%}" if len(hit) else "-"]
-        scores.append(learned.scores(r.image))
+        scores.append(learned.valid_scores(r.image, valid))
         print("| " + " | ".join(row) + " |")
     print("\npooled over held-out regions: cell probability -> objects covered, cells marked")
     print("(all regions; texture regions only)")
@@ -143,8 +151,10 @@ def evaluate(net, held: list[Region], cell: int) -> None:
             act, tot = act + int(cells.sum()), tot + cells.size
             if r.texture:
                 tex_act, tex_tot = tex_act + int(cells.sum()), tex_tot + cells.size
-        print(f"  {p:4.2f}  covered {hits / max(n, 1):.3f} of {n}, cells {act / tot:.3f}; "
-              f"texture cells {tex_act / max(tex_tot, 1):.3f}")
+        print(
+            f"  {p:4.2f}  covered {hits / max(n, 1):.3f} of {n}, cells {act / tot:.3f}; "
+            f"texture cells {tex_act / max(tex_tot, 1):.3f}"
+        )
 
 
 def main() -> None:
@@ -154,7 +164,7 @@ def main() -> None:
     ap.add_argument("--teacher-conf", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--pos-weight", type=float, default=3.0)
+    ap.add_argument("--pos-weight", type=float, default=4.0)
     ap.add_argument("--synthetic", type=float, default=0.5, help="share of synthetic crops")
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--target", type=float, default=0.97, help="calibrated recall")
@@ -164,7 +174,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    train, held = regions(args.data, args.weights, args.teacher_conf)
+    train_side, held = regions(args.data, args.weights, args.teacher_conf)
+    train, calib_strips = [], []
+    for r in train_side:  # the bottom quarter calibrates the threshold, unseen by training
+        h, w = r.image.shape[:2]
+        cut_at = (h * 3 // 4) // 32 * 32
+        train.append(r.cut(r.name, 0, w, 0, cut_at))
+        calib_strips.append(r.cut(r.name + " [calibration]", 0, w, cut_at, h))
     frames = [Frame(r.image, r.targets, r.name) for r in train]
     textures = [r.image for r in train if r.texture]
     crops = object_crops(frames)
@@ -180,7 +196,7 @@ def main() -> None:
     from sparse_yolo.model.masknet import MaskNet  # noqa: PLC0415
 
     net = fit_mask_net(frames, cfg, textures, crops, net=MaskNet(args.width))
-    calib = [f for f in frames if len(f.boxes)] + synthetic_frames(textures, crops, 24, seed=1)
+    calib = [Frame(r.image, r.targets, r.name) for r in calib_strips]
     thr = calibrate_threshold(net, calib, MaskConfig(cell=args.cell), target=args.target)
     print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s; threshold {thr:.3f}")
     save_mask_net(

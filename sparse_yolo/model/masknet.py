@@ -18,6 +18,7 @@ depends on the pixels around it only, so it does not depend on ``--tile``.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ def mask_features(image: np.ndarray) -> np.ndarray:
     half = np.zeros((hp, wp, 3), np.uint8)
     half[: small.shape[0], : small.shape[1]] = small
     blocks = half.reshape(hp // 2, 2, wp // 2, 2, 3).transpose(0, 2, 1, 3, 4)
-    return blocks.reshape(hp // 2, wp // 2, N_FEATURES).astype(np.float32) * np.float32(1 / 255)
+    blocks = blocks.reshape(hp // 2, wp // 2, N_FEATURES)
+    return np.multiply(blocks, np.float32(1 / 255), dtype=np.float32)
 
 
 def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
@@ -87,8 +89,9 @@ def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
 def batch_features(images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, 12, H/4, W/4) net input of equally sized (H, W, 3) uint8 BGR frames, in
     channels-last memory (which the CPU convolutions prefer)."""
-    feats = np.stack([mask_features(im) for im in images])
-    return torch.from_numpy(feats).permute(0, 3, 1, 2).to(device)
+    feats = [mask_features(im) for im in images]
+    stacked = feats[0][None] if len(feats) == 1 else np.stack(feats)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).to(device)
 
 
 class MaskNet(nn.Module):
@@ -105,13 +108,17 @@ class MaskNet(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.width = width
+        relu = nn.ReLU(inplace=True)  # SiLU's exp costs as much as the convolutions here
         self.body = nn.Sequential(
-            Conv(N_FEATURES, width // 4, 1, 1),  # 1/4 of the frame: a 2 x 2 conv at 1/2
-            Conv(width // 4, width // 2, 3, 2),  # 1/8
-            Conv(width // 2, width, 3, 2),  # 1/16: the cell grid
-            Conv(width, width, 3, 1),
-            Conv(width, width, 3, 1, d=2),  # context: about 7 cells across
+            Conv(N_FEATURES, width // 4, 1, 1, act=relu),  # 1/4 of the frame: 2x2 conv at 1/2
+            Conv(width // 4, width // 2, 3, 2, act=relu),  # 1/8
+            Conv(width // 2, width, 3, 2, act=relu),  # 1/16: the cell grid
+            Conv(width, width, 3, 1, act=relu),
+            Conv(width, width, 3, 1, d=2, act=relu),  # context: about 7 cells across
         )
+        for m in self.body.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1  # short trainings: running statistics settle in ~50 steps
         self.out = nn.Conv2d(width, 1, 1)
         nn.init.constant_(self.out.bias, -2.0)  # prior: most cells are background
         self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
@@ -119,6 +126,19 @@ class MaskNet(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, 12, h, w) input, h and w multiples of 4 -> (B, 1, h / 4, w / 4) logits."""
         return self.out(self.body(feats))
+
+    def for_inference(self) -> MaskNet:
+        """A copy in eval mode with every BatchNorm folded into its convolution (same
+        outputs, one pass less over each feature map); it cannot be trained further."""
+        from ultralytics.utils.torch_utils import fuse_conv_and_bn  # noqa: PLC0415
+
+        net = copy.deepcopy(self).eval()
+        for m in net.body:
+            if hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        return net
 
     @torch.no_grad()
     def cell_probs(self, image: np.ndarray, cell: int) -> np.ndarray:

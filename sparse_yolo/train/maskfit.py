@@ -241,26 +241,47 @@ def fit_mask_net(
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1))
     synth = cfg.synthetic if textures and crops else 0.0
+
+    def sample() -> tuple[np.ndarray, torch.Tensor]:
+        if rng.random() < synth:
+            t = textures[int(rng.integers(0, len(textures)))]
+            f = paste_frame(t, crops, rng, cfg.crop, cfg.max_objects)
+            image, boxes = f.image, f.boxes
+        else:
+            frame = frames[int(rng.integers(0, len(frames)))]
+            image, boxes = _labelled_crop(frame, cfg.crop, rng, cfg.scale)
+        image, boxes = augment(image, boxes, rng)
+        s = MASK_NET_STRIDE
+        return image, cell_targets(boxes, (cfg.crop // s, cfg.crop // s), s)
+
     for _ in tqdm(range(cfg.steps), desc="mask net", unit="step", mininterval=5):
-        images, targets = [], []
-        for _ in range(cfg.batch):
-            if rng.random() < synth:
-                t = textures[int(rng.integers(0, len(textures)))]
-                f = paste_frame(t, crops, rng, cfg.crop, cfg.max_objects)
-                image, boxes = f.image, f.boxes
-            else:
-                frame = frames[int(rng.integers(0, len(frames)))]
-                image, boxes = _labelled_crop(frame, cfg.crop, rng, cfg.scale)
-            image, boxes = augment(image, boxes, rng)
-            s = MASK_NET_STRIDE
-            images.append(image)
-            targets.append(cell_targets(boxes, (cfg.crop // s, cfg.crop // s), s))
-        logits = net(batch_features(images))
+        images, targets = zip(*(sample() for _ in range(cfg.batch)), strict=True)
+        logits = net(batch_features(list(images)))
         loss = mask_net_loss(logits, torch.stack(targets), cfg.pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+    batches = [batch_features([sample()[0] for _ in range(cfg.batch)]) for _ in range(8)]
+    return settle_batchnorm(net, batches)
+
+
+@torch.no_grad()
+def settle_batchnorm(net: MaskNet, batches: list[torch.Tensor]) -> MaskNet:
+    """Re-estimate BatchNorm statistics as the plain average over ``batches`` of
+    (B, 12, h, w) inputs, for the final weights: running averages lag weights that moved fast
+    (a short or high learning-rate training), and the eval-mode net then drifts from what
+    was trained. Returns the net in eval mode."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    for x in batches:
+        net(x)
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
     return net.eval()
 
 
