@@ -177,41 +177,43 @@ def test_gradient_statistics_come_from_the_whole_source_not_the_tile(tmp_path):
     assert mask(quiet).active_fraction == 0.0 and mask(busy).active_fraction > alone + 0.5
 
 
-# Right halves of these rasters are held out of the shipped net's training in every form
-# (tools/mask_learn.py SPLIT), and so is the VisDrone frame whose objects are pasted.
-HELD_OUT_TEXTURES = ("geotiff/OSBS_029.tif", "geotiff/cogeo.tif")
-HELD_OUT_OBJECTS = "visdrone/images/0000300_00601_d_0000141.jpg"
+# The right half of cogeo.tif (snowy hills, forest) is held out of the shipped net's training
+# in every form (tools/mask_learn.py SPLIT), and so is the VisDrone frame whose objects are
+# pasted on it.
+HELD_OUT_TEXTURE = "geotiff/cogeo.tif"
+HELD_OUT_OBJECTS = "0000300_00601_d_0000141"
 
 
 def held_out_half(shared, name):
+    """(H, W, 3) BGR and (H, W) valid of the right half of a raster, split as in training."""
     from sparse_yolo.io.raster import open_source
 
     with open_source(shared / "data" / name) as src:
-        image, _ = src.read(src.full_window)
-    mid = (image.shape[1] // 2) // 32 * 32  # the split of tools/mask_learn.py
-    return np.ascontiguousarray(image[:, mid:])
+        image, valid = src.read(src.full_window)
+    mid = (image.shape[1] // 2) // 32 * 32
+    return np.ascontiguousarray(image[:, mid:]), np.ascontiguousarray(valid[:, mid:])
 
 
-@pytest.mark.parametrize("texture", HELD_OUT_TEXTURES)
-def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared, texture):
+def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared):
     from sparse_yolo.eval.labels import load_labels
     from sparse_yolo.masks.measure import centres_covered, perfect_cells
     from sparse_yolo.train.maskfit import Frame
     from sparse_yolo.train.synth import object_crops, paste_objects
 
-    image = held_out_half(shared, texture)
+    image, valid = held_out_half(shared, HELD_OUT_TEXTURE)
     mask = make_mask(MaskConfig(name="learned"))  # the net shipped with the package
-    assert mask(image).active_fraction <= 0.10  # bare forest / snowy hills stay dark
-    source = cv2.imread(str(shared / "data" / HELD_OUT_OBJECTS))
-    labels = shared / "data" / "visdrone" / "annotations" / "0000300_00601_d_0000141.txt"
-    gt = load_labels(labels, (source.shape[1], source.shape[0]))
+    bare = mask(image, valid).active_fraction
+    assert bare <= 0.10  # the goal of issue 11 for object-free texture
+    visdrone = shared / "data" / "visdrone"
+    source = cv2.imread(str(visdrone / "images" / f"{HELD_OUT_OBJECTS}.jpg"))
+    gt = load_labels(visdrone / "annotations" / f"{HELD_OUT_OBJECTS}.txt", source.shape[1::-1])
     crops = object_crops([Frame(source, gt.boxes)], min_side=10)
     f = paste_objects(image, crops, np.random.default_rng(0), 6, scale=(0.9, 1.1))
-    res = mask(f.image)
-    assert len(f.boxes) >= 4
-    assert centres_covered(res.cells, CELL, f.boxes).mean() >= 0.8
+    res = mask(f.image, valid)
+    assert len(f.boxes) == 6
+    assert centres_covered(res.cells, CELL, f.boxes).all()
     near = perfect_cells(f.boxes, res.cells.shape, CELL, margin=3)
-    assert res.cells[~near].mean() <= 0.10  # the texture between them stays dark
+    assert res.cells[~near].mean() <= bare + 0.03  # objects do not light up the texture
 
 
 def test_shipped_learned_scores_do_not_depend_on_the_tile(shared):
