@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sparse_yolo.config import DetectorConfig
+from sparse_yolo.config import DetectorConfig, TileConfig
 from sparse_yolo.engine import SparseEngine, Timer
 from sparse_yolo.engine.runner import Frame
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.postprocess import cut_by_seam, merge_tiles
+from sparse_yolo.tiling import tile_cores
 from sparse_yolo.types import Detections, EngineRun, GeoRef, Result, RunStats
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class Pipeline:
 
             roi = load_roi(self.config.mask, src)
         name = Path(str(src.path)).name
-        acc = _TileAccumulator(src.width, src.height, len(windows), cfg.merge == "nms")
+        acc = _TileAccumulator(src.width, src.height, len(windows), cfg)
         bar = tqdm(windows, desc=name, unit="tile", disable=not progress or len(windows) == 1)
         self.mask.prepare(src, cfg.tile)  # image-wide mask statistics, not one tile's
         try:
@@ -208,11 +209,23 @@ def check_image(image: np.ndarray, name: str) -> None:
 
 
 class _TileAccumulator:
-    """Tile detections shifted to raster pixels, summed stats, and a mask overview."""
+    """Tile detections shifted to raster pixels, summed stats, and a mask overview.
 
-    def __init__(self, width: int, height: int, n_tiles: int, drop_seam_cuts: bool) -> None:
+    Each tile keeps the detections whose centre lies in its core (:func:`tile_cores`), so
+    an object in an overlap comes from the tile that sees it farthest from an edge; boxes
+    larger than half the overlap may be cut in their owner, so every uncut copy of those is
+    kept for the merge. With ``nms`` merging, boxes cut by a seam are dropped (another tile
+    sees them whole); ``greedy`` merging fuses the pieces.
+    """
+
+    def __init__(self, width: int, height: int, n_tiles: int, tiling: TileConfig) -> None:
         self.width, self.height = width, height
-        self.drop_seam_cuts = drop_seam_cuts
+        self.drop_seam_cuts = tiling.merge == "nms"
+        self.large = tiling.overlap / 2
+        self.cores = (
+            tile_cores(width, tiling.tile, tiling.overlap),
+            tile_cores(height, tiling.tile, tiling.overlap),
+        )
         self.scale = min(1.0, OVERVIEW_SIDE / max(width, height))
         self.overview = np.zeros(
             (max(1, round(height * self.scale)), max(1, round(width * self.scale))), bool
@@ -229,12 +242,12 @@ class _TileAccumulator:
         d = torch.from_numpy(
             np.concatenate([res.boxes, res.scores[:, None], res.classes[:, None]], 1)
         ).float()
-        if self.drop_seam_cuts:
-            interior = (c > 0, r > 0, c + w < self.width, r + h < self.height)
-            d = d[~cut_by_seam(d[:, :4], w, h, interior)]
+        interior = (c > 0, r > 0, c + w < self.width, r + h < self.height)
+        cut = cut_by_seam(d[:, :4], w, h, interior)
         d[:, [0, 2]] += c
         d[:, [1, 3]] += r
-        self._dets.append(d)
+        keep = self._owned(d[:, :4], c, r) | (d[:, 2:4] - d[:, :2]).amax(1).gt(self.large)
+        self._dets.append(d[(keep & ~cut) if self.drop_seam_cuts else (keep | cut)])
         s = self.stats
         for k, v in res.stats.seconds.items():
             s.seconds[k] = s.seconds.get(k, 0.0) + v
@@ -248,6 +261,12 @@ class _TileAccumulator:
         self._backends.add(res.stats.backend)
         self._paint(res.mask, c, r, w, h)
         self.last = res
+
+    def _owned(self, boxes: torch.Tensor, c: int, r: int) -> torch.Tensor:
+        """(N,) bool: the box centre (raster pixels) lies in the core of the tile at (c, r)."""
+        (x0, x1), (y0, y1) = self.cores[0][c], self.cores[1][r]
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        return (cx >= x0) & (cx < x1) & (cy >= y0) & (cy < y1)
 
     def _paint(self, mask: MaskResult | None, c: int, r: int, w: int, h: int) -> None:
         if mask is None:

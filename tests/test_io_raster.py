@@ -15,6 +15,7 @@ from rasterio.windows import Window
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.io.raster import PlainImageSource, RasterSource, open_source
 from sparse_yolo.io.tiles import tile_windows
+from sparse_yolo.tiling import tile_align, tile_cores, tile_offsets
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -169,11 +170,16 @@ def test_tile_windows_cover_and_stay_inside(
     width: int, height: int, tile: int, overlap: int
 ) -> None:
     windows = tile_windows(width, height, tile, overlap)
+    align = tile_align(tile, overlap)
     hits = np.zeros((height, width), dtype=int)
     for w in windows:
+        assert w.col_off % align == 0 and w.row_off % align == 0  # on the model's lattice
         assert w.col_off >= 0 and w.row_off >= 0
-        assert w.col_off + w.width <= width and w.row_off + w.height <= height
-        assert w.width == min(tile, width) and w.height == min(tile, height)
+        for off, size, full in ((w.col_off, w.width, width), (w.row_off, w.height, height)):
+            if off + size < full:
+                assert size == tile  # every tile but the last of a row / column
+            else:  # the last runs to the edge, at most align - 1 px longer than a tile
+                assert off + size == full and min(tile, full) <= size < tile + align
         hits[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width] += 1
     assert (hits >= 1).all()
     keys = [(w.row_off, w.col_off) for w in windows]
@@ -181,6 +187,23 @@ def test_tile_windows_cover_and_stay_inside(
     cols = sorted({w.col_off for w in windows})
     for a, b in itertools.pairwise(cols):
         assert a + min(tile, width) - b >= overlap  # neighbours overlap by at least `overlap`
+
+
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap"), [(2160, 1024, 128), (384, 128, 32), (300, 128, 0)]
+)
+def test_tile_cores_partition_the_axis_inside_their_tiles(size, tile, overlap) -> None:
+    spans = dict(tile_offsets(size, tile, overlap))
+    cores = tile_cores(size, tile, overlap)
+    bounds = sorted(cores.values())
+    assert bounds[0][0] == 0 and bounds[-1][1] == size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # no gap, no overlap
+    for start, (lo, hi) in cores.items():
+        end = start + spans[start]
+        assert lo < hi
+        # half an overlap of real pixels around a core wherever a neighbour tile exists
+        assert start == 0 or lo - start >= overlap // 2
+        assert end == size or end - hi >= overlap // 2
 
 
 def test_tile_windows_small_raster_is_one_window() -> None:

@@ -10,9 +10,10 @@ from sparse_yolo.tiling import tile_offsets
 def tile_windows(width: int, height: int, tile: int, overlap: int) -> list[Window]:
     """Overlapping windows that cover a ``width x height`` raster.
 
-    Each axis longer than ``tile`` gets windows of exactly ``tile`` pixels, stepping by
-    ``tile - overlap``, with the last one pushed inside the raster; an axis no longer than
-    ``tile`` gets one window of its own length.
+    Each axis longer than ``tile`` gets windows of ``tile`` pixels that start on the
+    :data:`~sparse_yolo.tiling.TILE_ALIGN` lattice, stepping by about ``tile - overlap``; the
+    last runs to the raster's edge (up to ``TILE_ALIGN - 1`` pixels longer than ``tile``). An
+    axis no longer than ``tile`` gets one window of its own length.
 
     Args:
         width: raster width in pixels.
@@ -31,9 +32,8 @@ def tile_windows(width: int, height: int, tile: int, overlap: int) -> list[Windo
         raise ValueError(f"width, height and tile must be >= 1, got {width}, {height}, {tile}")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must be in [0, {tile}), got {overlap}")
-    tile_w, tile_h = min(tile, width), min(tile, height)
     return [
-        Window(col, row, tile_w, tile_h)
-        for row in tile_offsets(height, tile, overlap)
-        for col in tile_offsets(width, tile, overlap)
+        Window(col, row, w, h)
+        for row, h in tile_offsets(height, tile, overlap)
+        for col, w in tile_offsets(width, tile, overlap)
     ]
