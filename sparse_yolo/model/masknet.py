@@ -2,9 +2,9 @@
 
 Its input is the frame itself at half resolution (OpenCV ``INTER_AREA``, :func:`mask_features`),
 so the net sees colour and shape at object scale (a 6 px person is still 3 px) for a fraction
-of the cost of any full-resolution pass: three strided 3x3 convs reach the 16 px cell grid,
-two more (one dilated) add context, and a 1x1 conv predicts one logit per 16 px cell (coarser
-or finer cells are max-pooled or repeated from it). :func:`mask_features` is the one
+of the cost of any full-resolution pass: a 2x2-block layer and two strided 3x3 convs reach the
+16 px cell grid, two more (one dilated) add context, and a 1x1 conv predicts one logit per
+16 px cell (coarser or finer cells are max-pooled or repeated from it). :func:`mask_features` is the one
 implementation used in training and in CPU inference, so the net sees the same numbers in
 both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
 
