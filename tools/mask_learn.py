@@ -47,7 +47,7 @@ from sparse_yolo.masks.measure import centres_covered
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import save_mask_net
 from sparse_yolo.train.maskfit import FitConfig, Frame, calibrate_threshold, finish, fit_mask_net
-from sparse_yolo.train.synth import object_crops
+from sparse_yolo.train.synth import Composer, object_crops
 
 SPLIT = {
     "0000072_00000": "train",
@@ -195,7 +195,7 @@ def main() -> None:
     t0 = time.perf_counter()
     from sparse_yolo.model.masknet import MaskNet  # noqa: PLC0415
 
-    net = fit_mask_net(frames, cfg, textures, crops, net=MaskNet(args.width))
+    net = fit_mask_net(frames, cfg, Composer(textures, crops), net=MaskNet(args.width))
     calib = [Frame(r.image, r.targets, r.name) for r in calib_strips]
     thr = calibrate_threshold(net, calib, MaskConfig(cell=args.cell), target=args.target)
     print(f"trained {args.steps} steps in {time.perf_counter() - t0:.0f} s; threshold {thr:.3f}")

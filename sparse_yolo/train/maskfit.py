@@ -193,8 +193,7 @@ class FitConfig:
         seed: random seed.
         pos_weight: weight of an object cell against a background cell in the loss (a missed
             object costs recall; a false active cell only a little compute).
-        synthetic: share of crops composed by pasting objects on textures (needs both).
-        max_objects: most objects pasted on one synthetic crop.
+        synthetic: share of synthetic crops (when :func:`fit_mask_net` gets a synthesizer).
         scale: range of the random zoom of real crops (log-uniform).
     """
 
@@ -205,15 +204,13 @@ class FitConfig:
     seed: int = 0
     pos_weight: float = 2.0
     synthetic: float = 0.0
-    max_objects: int = 8
     scale: tuple[float, float] = (0.75, 1.33)
 
 
 def fit_mask_net(
     frames: list[Frame],
     cfg: FitConfig | None = None,
-    textures: list[np.ndarray] | None = None,
-    crops: list | None = None,
+    synthesize: Callable[[np.random.Generator, int], Frame] | None = None,
     net: MaskNet | None = None,
 ) -> MaskNet:
     """Train a mask net from labelled frames, and optionally synthetic ones.
@@ -224,15 +221,13 @@ def fit_mask_net(
     Args:
         frames: full-resolution frames with their object boxes.
         cfg: training settings.
-        textures: (H, W, 3) uint8 BGR object-free images for synthetic crops.
-        crops: objects (:class:`sparse_yolo.train.synth.ObjectCrop`) to paste on them.
+        synthesize: ``(rng, size) -> Frame`` making one synthetic (size, size) crop, e.g.
+            :class:`sparse_yolo.train.synth.Composer`.
         net: continue training this net instead of a fresh one.
 
     Returns:
         The trained net in eval mode (threshold not calibrated).
     """
-    from sparse_yolo.train.synth import paste_frame  # noqa: PLC0415 - synth imports Frame
-
     cfg = cfg or FitConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -240,12 +235,11 @@ def fit_mask_net(
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1))
-    synth = cfg.synthetic if textures and crops else 0.0
+    synth = cfg.synthetic if synthesize is not None else 0.0
 
     def sample() -> tuple[np.ndarray, torch.Tensor]:
         if rng.random() < synth:
-            t = textures[int(rng.integers(0, len(textures)))]
-            f = paste_frame(t, crops, rng, cfg.crop, cfg.max_objects)
+            f = synthesize(rng, cfg.crop)
             image, boxes = f.image, f.boxes
         else:
             frame = frames[int(rng.integers(0, len(frames)))]
