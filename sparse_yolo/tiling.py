@@ -14,25 +14,29 @@ from __future__ import annotations
 TILE_ALIGN = 64
 
 
-def tile_offsets(size: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+def tile_offsets(
+    size: int, tile: int, overlap: int, align: int | None = None
+) -> list[tuple[int, int]]:
     """(start, length) of the tiles along one axis.
 
-    Tiles start on the :data:`TILE_ALIGN` lattice and step by ``tile - overlap`` rounded
-    down to it (so neighbours overlap by at least ``overlap``). Every tile is ``tile`` long
-    but the last, which starts on the lattice and runs to ``size``: between ``tile`` and
-    ``tile + align - 1`` pixels.
+    Tiles start on the ``align`` lattice and step by ``tile - overlap`` rounded down to it
+    (so neighbours overlap by at least ``overlap``). Every tile is ``tile`` long but the
+    last, which starts on the lattice and runs to ``size``: between ``tile`` and
+    ``tile + align - 1`` pixels (with ``align=1``, SAHI's slicing: the last one is pushed
+    back inside).
 
     Args:
         size: axis length in pixels.
         tile: tile length in pixels.
         overlap: minimum overlap between neighbouring tiles in pixels, ``< tile``.
+        align: the lattice; :func:`tile_align` when None.
 
     Returns:
         Increasing (start, length) pairs; ``[(0, size)]`` when ``size <= tile``.
     """
     if size <= tile:
         return [(0, size)]
-    align = tile_align(tile, overlap)
+    align = tile_align(tile, overlap) if align is None else align
     step = (tile - overlap) // align * align
     starts = list(range(0, size - tile, step))
     last = (size - tile) // align * align

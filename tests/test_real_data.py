@@ -79,8 +79,9 @@ def test_half_detects_what_float_detects(shared):
 
 
 def test_windows_grown_to_shared_shapes_find_the_same_objects(shared, monkeypatch):
-    """The CUDA batching (windows grown to shared shapes) forced on CPU: the grown windows only
-    add real context around each planned window, so the detections stay the same objects."""
+    """Windows grown to one shared shape (CUDA's batching) against each window its own: the
+    grown windows only add real context around each planned window, so the detections stay
+    the same objects."""
     from sparse_yolo.bench.scenes import sparse_scene  # noqa: PLC0415
     from sparse_yolo.engine import runner  # noqa: PLC0415
 
@@ -91,6 +92,7 @@ def test_windows_grown_to_shared_shapes_find_the_same_objects(shared, monkeypatc
     monkeypatch.setattr(
         det.engine, "remainder", lambda p3: forwards.append(len(p3)) or real_remainder(p3)
     )
+    monkeypatch.setitem(runner.FORWARD_CELLS, "cpu", 0)  # every window its own shape
     ref = det.predict_array(image)
     n_ref = len(forwards)
     monkeypatch.setitem(runner.FORWARD_CELLS, "cpu", 64 * 1024)

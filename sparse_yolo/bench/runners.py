@@ -265,7 +265,7 @@ class SlicedRunner:
     def slices(self, height: int, width: int) -> tuple[list[tuple[int, int]], int, int]:
         """Slice origins (x, y) in frame pixels and the padded slice (height, width)."""
         overlap = round(self.size * self.overlap)
-        ys, xs = (tile_offsets(s, self.size, overlap) for s in (height, width))
+        ys, xs = ([o for o, _ in tile_offsets(s, self.size, overlap, 1)] for s in (height, width))
         th, tw = (padded(min(self.size, s)) for s in (height, width))
         return [(x, y) for y in ys for x in xs], th, tw
 

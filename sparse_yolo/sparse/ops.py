@@ -67,11 +67,16 @@ def fold_conv(m: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def masked_frame(inp: ImageInput, border: int, dtype: torch.dtype) -> torch.Tensor:
-    """The uint8 BGR frame as is, its inactive cells zeroed, in a zero frame of padded size.
+    """The uint8 BGR frame as is, in a zero frame of padded size, with the inactive cells
+    that touch an active one zeroed.
+
+    The first layer (3x3, stride 2, pad 1) at an active site reads at most one pixel beyond
+    its cell, so only the inactive cells around active ones can reach an active output; the
+    others keep their pixels (what is computed there is masked or never computed).
 
     Returns:
-        (Hp + 2 * border, Wp + 2 * border, 3) of ``dtype``; only the borders are zero-filled,
-        so a 4K frame costs one copy.
+        (Hp + 2 * border, Wp + 2 * border, 3) of ``dtype``; only the borders and the ring of
+        inactive cells are zero-filled, so a 4K frame costs one copy.
     """
     img, pyramid = inp.image, inp.pyramid
     hp, wp = pyramid.padded_shape
@@ -84,7 +89,11 @@ def masked_frame(inp: ImageInput, border: int, dtype: torch.dtype) -> torch.Tens
     frame = out[border : border + h, border : border + w]
     frame.copy_(img)
     if not pyramid.all_active:
-        frame.mul_(pyramid.mask(1)[:h, :w, None])
+        cells = pyramid.cells.float()[None, None]
+        ring = (F.max_pool2d(cells, 3, 1, 1) > cells)[0, 0].nonzero()
+        c = pyramid.cell
+        grid = out[border : border + hp, border : border + wp]
+        grid.unflatten(0, (-1, c)).unflatten(2, (-1, c))[ring[:, 0], :, ring[:, 1]] = 0
     return out
 
 
