@@ -9,12 +9,15 @@ from helpers import scene
 
 from sparse_yolo import Detector, SparseYoloError
 from sparse_yolo.config import MaskConfig, ModelConfig
-from sparse_yolo.masks import MASKS, cell_grid, make_mask
+from sparse_yolo.masks import MASKS, cell_grid, learned, make_mask
 from sparse_yolo.masks.learned import LearnedMask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.model.masknet import (
+    MASK_NET_FORMAT,
     MaskNet,
+    batch_features,
     cell_targets,
+    load_mask_net,
     mask_features,
     mask_features_torch,
     mask_net_loss,
@@ -27,6 +30,7 @@ from sparse_yolo.train.maskfit import (
     mask_recall,
     object_coverage,
     pooled_recall,
+    settle_batchnorm,
 )
 
 
@@ -34,22 +38,31 @@ def test_features_pad_like_the_cell_grid() -> None:
     img = scene(250, 300)
     feats = mask_features(img)
     hc, wc = cell_grid(250, 300, 16)
-    assert feats.shape == (4, hc * 4, wc * 4) and feats.dtype == np.float32
+    assert feats.shape == (hc * 4, wc * 4, 12) and feats.dtype == np.float32
     padded = np.zeros((hc * 16, wc * 16, 3), np.uint8)
     padded[:250, :300] = img
     np.testing.assert_allclose(feats, mask_features(padded), atol=1e-5)
     flat = mask_features(np.full((64, 64, 3), 77, np.uint8))
-    assert np.allclose(flat[3], 0) and np.allclose(flat[:3], 77 / 255)
+    assert np.allclose(flat, 77 / 255)
+
+
+def test_features_are_half_resolution_blocks() -> None:
+    """Channel (2 dy + dx) * 3 + c holds colour c of half-resolution pixel (2y + dy, 2x + dx)."""
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[4:6, 10:12] = (10, 20, 30)  # half-resolution pixel (2, 5): block (1, 2), dy 0, dx 1
+    feats = mask_features(img) * 255
+    np.testing.assert_allclose(feats[1, 2, 3:6], [10, 20, 30], atol=1e-3)
+    feats[1, 2, 3:6] = 0
+    assert np.abs(feats).max() < 1e-3
 
 
 def test_torch_features_match_opencv() -> None:
     """CUDA inference computes the statistics with torch; they agree with OpenCV's."""
     img = scene(250, 300, n_objects=12)
     ref = mask_features(img)
-    got = mask_features_torch(torch.from_numpy(img)).numpy()
+    got = mask_features_torch(torch.from_numpy(img)).numpy().transpose(1, 2, 0)
     assert got.shape == ref.shape
-    np.testing.assert_allclose(got[:3], ref[:3], atol=0.6 / 255)
-    np.testing.assert_allclose(got[3], ref[3], atol=0.03)
+    np.testing.assert_allclose(got, ref, atol=0.6 / 255)
 
 
 @pytest.mark.parametrize("cell", [8, 16, 32])
@@ -70,9 +83,43 @@ def test_learned_mask_is_registered_and_thresholded() -> None:
     assert not make_mask(MaskConfig(name="learned"), mask_net=net)(scene()).cells.any()
 
 
-def test_learned_mask_needs_a_mask_net(tiny: SparseYOLO) -> None:
+def test_learned_mask_needs_a_mask_net(tiny: SparseYOLO, monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(learned, "SHIPPED_MASK_NET", tmp_path / "absent.pt")
     with pytest.raises(SparseYoloError, match="trained mask net"):
         Detector(tiny, mask="learned", device="cpu")
+
+
+def test_learned_mask_falls_back_to_the_shipped_net(tiny: SparseYOLO, monkeypatch, tmp_path):
+    torch.manual_seed(2)
+    net = MaskNet(width=16).eval()
+    net.threshold.fill_(0.25)
+    save_mask_net(net, tmp_path / "shipped.pt")
+    monkeypatch.setattr(learned, "SHIPPED_MASK_NET", tmp_path / "shipped.pt")
+    image = scene()
+    got = Detector(tiny, mask="learned", device="cpu").mask(image)
+    want = make_mask(MaskConfig(name="learned"), mask_net=net)(image)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    np.testing.assert_array_equal(got.cells, want.cells)
+
+
+def test_mask_net_files_of_another_version_are_refused(tmp_path) -> None:
+    path = tmp_path / "v1.pt"
+    torch.save({"format": MASK_NET_FORMAT, "width": 32, "state_dict": {}}, path)
+    with pytest.raises(SparseYoloError, match="version 1"):
+        load_mask_net(path)
+
+
+def test_inference_copy_folds_batchnorm_without_changing_scores() -> None:
+    torch.manual_seed(3)
+    net = MaskNet().eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    image = scene(200, 330, n_objects=10)
+    fused = net.for_inference()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    np.testing.assert_allclose(fused.cell_probs(image, 16), net.cell_probs(image, 16), atol=1e-5)
 
 
 def test_checkpoint_carries_the_mask_net(tmp_path) -> None:
@@ -154,7 +201,7 @@ def _objects_scene(seed: int) -> Frame:
 def test_mask_net_learns_small_objects_and_calibrates() -> None:
     torch.manual_seed(0)
     frames = [_objects_scene(s) for s in range(4)]
-    feats = torch.from_numpy(np.stack([mask_features(f.image) for f in frames]))
+    feats = batch_features([f.image for f in frames])
     targets = torch.stack([cell_targets(f.boxes, (16, 16), 16) for f in frames])
     net = MaskNet()
     opt = torch.optim.Adam(net.parameters(), 1e-2)
@@ -166,7 +213,7 @@ def test_mask_net_learns_small_objects_and_calibrates() -> None:
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.5 * first
-    net.eval()
+    settle_batchnorm(net, [feats])
     thr = calibrate_threshold(net, frames, MaskConfig(context=0), target=0.95)
     assert float(net.threshold) == pytest.approx(thr)
     res = [make_mask(MaskConfig(name="learned", context=0), mask_net=net)(f.image) for f in frames]

@@ -175,3 +175,55 @@ def test_gradient_statistics_come_from_the_whole_source_not_the_tile(tmp_path):
     alone = mask(busy).active_fraction  # a textured tile alone calls its texture background
     mask.stats = levels[1024]  # the source's quiet background: its texture stands out
     assert mask(quiet).active_fraction == 0.0 and mask(busy).active_fraction > alone + 0.5
+
+
+# The right half of cogeo.tif (snowy hills, forest) is held out of the shipped net's training
+# in every form (tools/mask_learn.py SPLIT), and so is the VisDrone frame whose objects are
+# pasted on it.
+HELD_OUT_TEXTURE = "geotiff/cogeo.tif"
+HELD_OUT_OBJECTS = "0000300_00601_d_0000141"
+
+
+def held_out_half(shared, name):
+    """(H, W, 3) BGR and (H, W) valid of the right half of a raster, split as in training."""
+    from sparse_yolo.io.raster import open_source
+
+    with open_source(shared / "data" / name) as src:
+        image, valid = src.read(src.full_window)
+    mid = (image.shape[1] // 2) // 32 * 32
+    return np.ascontiguousarray(image[:, mid:]), np.ascontiguousarray(valid[:, mid:])
+
+
+def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared):
+    from sparse_yolo.eval.labels import load_labels
+    from sparse_yolo.masks.measure import centres_covered, perfect_cells
+    from sparse_yolo.train.maskfit import Frame
+    from sparse_yolo.train.synth import object_crops, paste_objects
+
+    image, valid = held_out_half(shared, HELD_OUT_TEXTURE)
+    mask = make_mask(MaskConfig(name="learned"))  # the net shipped with the package
+    bare = mask(image, valid).active_fraction
+    assert bare <= 0.10  # the goal of issue 11 for object-free texture
+    visdrone = shared / "data" / "visdrone"
+    source = cv2.imread(str(visdrone / "images" / f"{HELD_OUT_OBJECTS}.jpg"))
+    gt = load_labels(visdrone / "annotations" / f"{HELD_OUT_OBJECTS}.txt", source.shape[1::-1])
+    crops = object_crops([Frame(source, gt.boxes)], min_side=10)
+    f = paste_objects(image, crops, np.random.default_rng(0), 6, scale=(0.9, 1.1))
+    res = mask(f.image, valid)
+    assert len(f.boxes) == 6
+    assert centres_covered(res.cells, CELL, f.boxes).all()
+    near = perfect_cells(f.boxes, res.cells.shape, CELL, margin=3)
+    assert res.cells[~near].mean() <= bare + 0.03  # objects do not light up the texture
+
+
+def test_shipped_learned_scores_do_not_depend_on_the_tile(shared):
+    """No image-wide statistics: a cell's score is the same in a tile and in the whole frame
+    once the tile's edge lies beyond the net's receptive field (about 8 cells)."""
+    from sparse_yolo.io.raster import open_source
+
+    with open_source(shared / "data" / "geotiff" / "cogeo.tif") as src:
+        image, _ = src.read(src.full_window)
+    mask = make_mask(MaskConfig(name="learned"))
+    whole = mask(image).scores
+    tile = mask(np.ascontiguousarray(image[256:768, 256:768])).scores  # 16 cells in
+    np.testing.assert_allclose(tile[8:-8, 8:-8], whole[24:40, 24:40], atol=1e-5)

@@ -30,6 +30,7 @@ from sparse_yolo.eval.labels import load_labels
 from sparse_yolo.masks import MaskResult, make_mask
 from sparse_yolo.model.loading import load_model
 from sparse_yolo.train.maskfit import (
+    FitConfig,
     Frame,
     RecallPoint,
     calibrate_threshold,
@@ -167,7 +168,7 @@ def main() -> None:
         nets = []
         for i in range(len(frames)):
             others = frames[:i] + frames[i + 1 :]
-            net = fit_mask_net(others, steps=args.steps, seed=i)
+            net = fit_mask_net(others, FitConfig(steps=args.steps, seed=i))
             calibrate_threshold(net, others, cfg)  # the held-out frame never sets the threshold
             nets.append(net)
         lines += evaluate(frames, nets, cfg, "learnedLOO", args.verbose)[2:]

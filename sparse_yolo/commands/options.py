@@ -41,8 +41,10 @@ def model_options(f):
         ),
         click.option(
             "--mask",
-            help="Cell mask: all, gradient, coarse, learned, or learned:PATH (the mask net "
-            "of another checkpoint, e.g. from distill --images); default gradient.",
+            help="Cell mask: all, gradient, coarse, learned (the checkpoint's mask net, else "
+            "the one shipped: fewest cells on forest, snow and fields), or learned:PATH (a "
+            "mask net file or another checkpoint's, e.g. from distill --images); default "
+            "gradient.",
         ),
         click.option(
             "--roi",

@@ -37,11 +37,10 @@ from sparse_yolo.types import EngineRun
 # CUDA: about eight 4K frames, so predict_batch fills one forward).
 MAX_BATCH_CELLS = {"cpu": 256 * 256, "cuda": 1024 * 1024}
 # The fixed cost of one more remainder forward pass, in stride-8 cells of compute: windows
-# grow to a shared shape when that costs less (engine.windows.group_by_shape). On CPU a
-# batch-1 pass over a small window runs far below the per-cell rate of a large one (about
-# a quarter of the remainder's time on the sparse 4K scene), so sharing shapes pays there
-# too (docs/performance.md).
-FORWARD_CELLS = {"cpu": 1024, "cuda": 64 * 1024}
+# grow to a shared shape when that costs less (engine.windows.group_by_shape). Not on CPU:
+# there it gains about a tenth on the sparse 4K scene, but the grown context moves
+# borderline scores, and a small frame then lost an object dense finds (docs/performance.md).
+FORWARD_CELLS = {"cuda": 64 * 1024}
 
 
 class Timer:

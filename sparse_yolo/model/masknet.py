@@ -1,27 +1,24 @@
-"""The learned foreground mask: a tiny CNN that predicts per-cell objectness.
+"""The learned foreground mask: a small CNN that predicts per-cell objectness.
 
-It has to see small-object detail, so it never looks at a downsampled frame alone. Its input
-is a set of cheap *full-resolution statistics* pooled over 4x4 pixel blocks (1/4 resolution):
+Its input is the frame itself at half resolution (OpenCV ``INTER_AREA``, :func:`mask_features`),
+so the net sees colour and shape at object scale (a 6 px person is still 3 px) for a fraction
+of the cost of any full-resolution pass: a 2x2-block layer and two strided 3x3 convs reach the
+16 px cell grid, two more (one dilated) add context, and a 1x1 conv predicts one logit per
+16 px cell (coarser or finer cells are max-pooled or repeated from it). :func:`mask_features` is the one
+implementation used in training and in CPU inference, so the net sees the same numbers in
+both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
 
-* the block mean of B, G and R (3 channels),
-* the block standard deviation of luma (1 channel): the texture a 4-6 px object leaves
-  even where a 1/4-resolution image has averaged it away.
-
-Both come from OpenCV ``INTER_AREA`` reductions of the uint8 frame (:func:`mask_features`),
-the one implementation used in training and in CPU inference, so the net sees the same
-numbers in both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
-A few strided 3x3 convs then reach stride 16 and predict one logit per 16 px cell (coarser
-or finer cells are max-pooled or repeated from it).
-
-The net lives inside the detector checkpoint (``SparseYOLO.mask_net``) together with its
-operating point, ``threshold``: the probability above which a cell is active, calibrated on
-held-out images when the net is trained (``sparse-yolo distill``). ``--mask learned`` selects
-it; the usual post-processing chain of :mod:`sparse_yolo.masks` (close, de-speck, dilate,
-budget) follows.
+The net lives inside the detector checkpoint (``SparseYOLO.mask_net``) or alone in a small file
+(:func:`save_mask_net`), together with its operating point, ``threshold``: the probability
+above which a cell is active, calibrated on held-out frames when the net is trained.
+``--mask learned`` selects it; the usual post-processing chain of :mod:`sparse_yolo.masks`
+(close, de-speck, dilate, budget) follows. It has no image-wide statistics: a cell's score
+depends on the pixels around it only, so it does not depend on ``--tile``.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -36,78 +33,73 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.imageops import padded
 
 MASK_NET_STRIDE = 16  # one logit per 16 px cell
-FEATURE_STRIDE = 4  # statistics are pooled over 4x4 pixel blocks
-N_FEATURES = 4
+FEATURE_STRIDE = 4  # the input grid: 2 x 2 blocks of the half-resolution frame
+N_FEATURES = 12  # 2 x 2 half-resolution pixels x B, G, R
 DEFAULT_THRESHOLD = 0.3
+ARCH_VERSION = 2  # input and layers of the net; files of another version are refused
 
 
 def mask_features(image: np.ndarray) -> np.ndarray:
-    """Cheap full-resolution statistics of one frame.
+    """The net's input: the frame at half resolution, as 2 x 2 blocks (space to depth).
+
+    The blocks let the first layer be a matrix product at 1/4 resolution instead of a
+    3-channel convolution at 1/2, which CPU convolution kernels run far below their speed.
 
     Args:
-        image: (H, W, 3) uint8 BGR. It is zero-padded to a multiple of 32 first, like the
-            cell grid of :func:`sparse_yolo.masks.cell_grid`.
+        image: (H, W, 3) uint8 BGR. The result is zero-padded to the grid of a frame padded
+            to a multiple of 32 (like :func:`sparse_yolo.masks.cell_grid`).
 
     Returns:
-        (4, Hp / 4, Wp / 4) float32: block means of B, G, R in [0, 1] and the block standard
-        deviation of luma (grey levels / 64, so typically in [0, 1]).
+        (Hp / 4, Wp / 4, 12) float32 in [0, 1], channels last; channel ``(2 * dy + dx) * 3 + c``
+        is colour ``c`` (B, G, R) of half-resolution pixel (2 y + dy, 2 x + dx).
     """
     h, w = image.shape[:2]
-    s = FEATURE_STRIDE
-    h4, w4 = -(-h // s) * s, -(-w // s) * s
-    if (h4, w4) != (h, w):  # whole blocks only; the rest of the padding is added at 1/4
-        image = cv2.copyMakeBorder(image, 0, h4 - h, 0, w4 - w, cv2.BORDER_CONSTANT, value=0)
-    size = (w4 // s, h4 // s)
-    mean = cv2.resize(image, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    grey_mean = cv2.resize(grey.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-    sq = grey.astype(np.uint16)
-    np.multiply(sq, sq, out=sq)
-    sq_mean = cv2.resize(sq, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    std = np.sqrt(np.maximum(sq_mean - grey_mean * grey_mean, 0.0)) / 64.0
-    feats = np.concatenate([mean.transpose(2, 0, 1), std[None]], 0)
-    hp, wp = padded(h) // s, padded(w) // s
-    return np.pad(feats, ((0, 0), (0, hp - feats.shape[1]), (0, wp - feats.shape[2])))
+    h2, w2 = -(-h // 2) * 2, -(-w // 2) * 2
+    if (h2, w2) != (h, w):  # whole 2 x 2 blocks only; the rest is padded at 1/2
+        image = cv2.copyMakeBorder(image, 0, h2 - h, 0, w2 - w, cv2.BORDER_CONSTANT, value=0)
+    small = cv2.resize(image, (w2 // 2, h2 // 2), interpolation=cv2.INTER_AREA)
+    hp, wp = padded(h) // 2, padded(w) // 2
+    half = np.zeros((hp, wp, 3), np.uint8)
+    half[: small.shape[0], : small.shape[1]] = small
+    blocks = half.reshape(hp // 2, 2, wp // 2, 2, 3).transpose(0, 2, 1, 3, 4)
+    blocks = blocks.reshape(hp // 2, wp // 2, N_FEATURES)
+    return np.multiply(blocks, np.float32(1 / 255), dtype=np.float32)
 
 
 def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
     """:func:`mask_features` computed by torch on the image's device (CUDA inference).
 
-    Same statistics with exact (unrounded) block means: it agrees with the OpenCV version to
-    about 0.5 / 255 in the means and 0.02 in the luma deviation, far below what the net
-    resolves, and saves the ~40 ms single-threaded OpenCV pass per 4K frame on a GPU host.
+    Exact (unrounded) 2 x 2 means: they agree with OpenCV's rounded ones to 0.5 / 255.
 
     Args:
         image: (H, W, 3) uint8 BGR tensor.
 
     Returns:
-        (4, Hp / 4, Wp / 4) float32 on the same device.
+        (12, Hp / 4, Wp / 4) float32 on the same device.
     """
     h, w = image.shape[:2]
-    s = FEATURE_STRIDE
-    hp, wp = padded(h), padded(w)
     x = image.permute(2, 0, 1).float()
-    x = F.pad(x, (0, wp - w, 0, hp - h))
-    b, g, r = x[0], x[1], x[2]
-    grey = torch.floor((b * 1868 + g * 9617 + r * 4899 + 8192) / 16384)  # OpenCV's fixed point
-    mean = F.avg_pool2d(x[None], s)[0] / 255.0
-    grey_mean = F.avg_pool2d(grey[None, None], s)[0, 0]
-    sq_mean = F.avg_pool2d((grey * grey)[None, None], s)[0, 0]
-    std = (sq_mean - grey_mean * grey_mean).clamp_min(0).sqrt() / 64.0
-    return torch.cat([mean, std[None]], 0)
+    x = F.pad(x, (0, padded(w) - w, 0, padded(h) - h))
+    half = F.avg_pool2d(x[None], 2)[0] / 255.0  # (3, Hp / 2, Wp / 2)
+    c, hh, ww = half.shape
+    blocks = half.reshape(c, hh // 2, 2, ww // 2, 2).permute(2, 4, 0, 1, 3)  # dy, dx, c, y, x
+    return blocks.reshape(N_FEATURES, hh // 2, ww // 2)
 
 
 def batch_features(images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """Stack :func:`mask_features` of equally sized frames into a (B, 4, H/4, W/4) tensor."""
-    feats = np.stack([mask_features(im) for im in images])
-    return torch.from_numpy(feats).to(device)
+    """(B, 12, H/4, W/4) net input of equally sized (H, W, 3) uint8 BGR frames, in
+    channels-last memory (which the CPU convolutions prefer)."""
+    feats = [mask_features(im) for im in images]
+    stacked = feats[0][None] if len(feats) == 1 else np.stack(feats)
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).to(device)
 
 
 class MaskNet(nn.Module):
-    """Tiny CNN: (B, 4, H/4, W/4) statistics -> (B, 1, H/16, W/16) objectness logits.
+    """Small CNN: (B, 12, H/4, W/4) :func:`mask_features` -> (B, 1, H/16, W/16) logits.
 
     Args:
-        width: channels of the stride-16 layers.
+        width: channels of the stride-16 layers (the stride-4 and stride-8 layers have a
+            quarter and a half of them).
 
     Attributes:
         threshold: () float buffer, the calibrated probability threshold of active cells.
@@ -116,19 +108,37 @@ class MaskNet(nn.Module):
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         self.width = width
+        relu = nn.ReLU(inplace=True)  # SiLU's exp costs as much as the convolutions here
         self.body = nn.Sequential(
-            Conv(N_FEATURES, width // 2, 3, 2),  # 1/8
-            Conv(width // 2, width, 3, 2),  # 1/16
-            Conv(width, width, 3, 1),
-            Conv(width, width, 3, 1, d=2),  # context: about 10 cells across
+            Conv(N_FEATURES, width // 4, 1, 1, act=relu),  # 1/4 of the frame: 2x2 conv at 1/2
+            Conv(width // 4, width // 2, 3, 2, act=relu),  # 1/8
+            Conv(width // 2, width, 3, 2, act=relu),  # 1/16: the cell grid
+            Conv(width, width, 3, 1, act=relu),
+            Conv(width, width, 3, 1, d=2, act=relu),  # context: about 7 cells across
         )
+        for m in self.body.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.1  # short trainings: running statistics settle in ~50 steps
         self.out = nn.Conv2d(width, 1, 1)
         nn.init.constant_(self.out.bias, -2.0)  # prior: most cells are background
         self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, 4, h, w) statistics, h and w multiples of 4 -> (B, 1, h / 4, w / 4) logits."""
+        """(B, 12, h, w) input, h and w multiples of 4 -> (B, 1, h / 4, w / 4) logits."""
         return self.out(self.body(feats))
+
+    def for_inference(self) -> MaskNet:
+        """A copy in eval mode with every BatchNorm folded into its convolution (same
+        outputs, one pass less over each feature map); it cannot be trained further."""
+        from ultralytics.utils.torch_utils import fuse_conv_and_bn  # noqa: PLC0415
+
+        net = copy.deepcopy(self).eval()
+        for m in net.body:
+            if hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        return net
 
     @torch.no_grad()
     def cell_probs(self, image: np.ndarray, cell: int) -> np.ndarray:
@@ -145,7 +155,7 @@ class MaskNet(nn.Module):
         if device.type == "cuda":
             feats = mask_features_torch(torch.from_numpy(image).to(device))[None]
         else:
-            feats = torch.from_numpy(mask_features(image))[None]
+            feats = batch_features([image])
         was_training = self.training
         self.eval()
         try:
@@ -173,7 +183,12 @@ def save_mask_net(net: MaskNet, path: str | Path, **extra: Any) -> None:
     KB that ``--mask learned:PATH`` adds to any detector."""
     from sparse_yolo.atomic import atomic_open  # noqa: PLC0415
 
-    payload = {"format": MASK_NET_FORMAT, "width": net.width, "state_dict": net.state_dict()}
+    payload = {
+        "format": MASK_NET_FORMAT,
+        "version": ARCH_VERSION,
+        "width": net.width,
+        "state_dict": net.state_dict(),
+    }
     with atomic_open(path, binary=True) as f:
         torch.save({**payload, **extra}, f)
 
@@ -190,6 +205,12 @@ def load_mask_net(path: str | Path) -> MaskNet | None:
         raise SparseYoloError(f"not a PyTorch checkpoint ({type(exc).__name__})", path) from exc
     if not (isinstance(ckpt, dict) and ckpt.get("format") == MASK_NET_FORMAT):
         return None
+    if ckpt.get("version", 1) != ARCH_VERSION:
+        raise SparseYoloError(
+            f"mask net of version {ckpt.get('version', 1)}; this sparse-yolo reads version "
+            f"{ARCH_VERSION} (retrain it with tools/mask_learn.py)",
+            path,
+        )
     net = MaskNet(ckpt["width"])
     net.load_state_dict(ckpt["state_dict"])
     return net.eval()

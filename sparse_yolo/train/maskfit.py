@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.io.raster import FRAME_SUFFIXES
@@ -180,72 +181,140 @@ def labelled_frames(source: str | Path | list, limit: int = 200) -> list[Frame]:
     return frames
 
 
-def fit_mask_net(
-    frames: list[Frame],
-    steps: int = 300,
-    crop: int = 256,
-    batch: int = 8,
-    lr: float = 3e-3,
-    seed: int = 0,
-    net: MaskNet | None = None,
-) -> MaskNet:
-    """Train a mask net from labelled frames (random 16 px-aligned crops, flips).
+@dataclass(frozen=True)
+class FitConfig:
+    """How :func:`fit_mask_net` trains.
 
-    Args:
-        frames: full-resolution frames with their object boxes.
+    Attributes:
         steps: optimisation steps.
         crop: crop edge in pixels (a multiple of 32).
         batch: crops per step.
         lr: AdamW learning rate (cosine decay).
         seed: random seed.
+        pos_weight: weight of an object cell against a background cell in the loss (a missed
+            object costs recall; a false active cell only a little compute).
+        synthetic: share of synthetic crops (when :func:`fit_mask_net` gets a synthesizer).
+        scale: range of the random zoom of real crops (log-uniform).
+    """
+
+    steps: int = 300
+    crop: int = 256
+    batch: int = 8
+    lr: float = 3e-3
+    seed: int = 0
+    pos_weight: float = 2.0
+    synthetic: float = 0.0
+    scale: tuple[float, float] = (0.75, 1.33)
+
+
+def fit_mask_net(
+    frames: list[Frame],
+    cfg: FitConfig | None = None,
+    synthesize: Callable[[np.random.Generator, int], Frame] | None = None,
+    net: MaskNet | None = None,
+) -> MaskNet:
+    """Train a mask net from labelled frames, and optionally synthetic ones.
+
+    Every crop gets a right-angle rotation or flip and a photometric jitter (aerial frames
+    have no up, and archives differ in exposure and colour balance).
+
+    Args:
+        frames: full-resolution frames with their object boxes.
+        cfg: training settings.
+        synthesize: ``(rng, size) -> Frame`` making one synthetic (size, size) crop, e.g.
+            :class:`sparse_yolo.train.synth.Composer`.
         net: continue training this net instead of a fresh one.
 
     Returns:
         The trained net in eval mode (threshold not calibrated).
     """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    cfg = cfg or FitConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     net = net or build_mask_net()
     net.train()
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
-    for _ in range(steps):
-        images, targets = zip(
-            *(_labelled_crop(frames[i], crop, rng) for i in rng.integers(0, len(frames), batch)),
-            strict=True,
-        )
-        loss = mask_net_loss(net(batch_features(list(images))), torch.stack(targets))
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.steps, 1))
+    synth = cfg.synthetic if synthesize is not None else 0.0
+
+    def sample() -> tuple[np.ndarray, torch.Tensor]:
+        if rng.random() < synth:
+            f = synthesize(rng, cfg.crop)
+            image, boxes = f.image, f.boxes
+        else:
+            frame = frames[int(rng.integers(0, len(frames)))]
+            image, boxes = _labelled_crop(frame, cfg.crop, rng, cfg.scale)
+        image, boxes = augment(image, boxes, rng)
+        s = MASK_NET_STRIDE
+        return image, cell_targets(boxes, (cfg.crop // s, cfg.crop // s), s)
+
+    for _ in tqdm(range(cfg.steps), desc="mask net", unit="step", mininterval=5):
+        images, targets = zip(*(sample() for _ in range(cfg.batch)), strict=True)
+        logits = net(batch_features(list(images)))
+        loss = mask_net_loss(logits, torch.stack(targets), cfg.pos_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
+    batches = [batch_features([sample()[0] for _ in range(cfg.batch)]) for _ in range(8)]
+    return settle_batchnorm(net, batches)
+
+
+@torch.no_grad()
+def settle_batchnorm(net: MaskNet, batches: list[torch.Tensor]) -> MaskNet:
+    """Re-estimate BatchNorm statistics as the plain average over ``batches`` of
+    (B, 12, h, w) inputs, for the final weights: running averages lag weights that moved fast
+    (a short or high learning-rate training), and the eval-mode net then drifts from what
+    was trained. Returns the net in eval mode."""
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    for x in batches:
+        net(x)
+    for m, momentum in zip(bns, saved, strict=True):
+        m.momentum = momentum
     return net.eval()
 
 
 def _labelled_crop(
-    frame: Frame, size: int, rng: np.random.Generator
-) -> tuple[np.ndarray, torch.Tensor]:
-    """A random crop with scale jitter, a right-angle rotation or flip and a photometric
-    jitter (aerial frames have no up), and the cell targets of the boxes in it."""
+    frame: Frame, size: int, rng: np.random.Generator, scale: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random (size, size) crop zoomed by a random factor in ``scale``, and its (N, 4)
+    xyxy boxes in crop pixels."""
     h, w = frame.image.shape[:2]
-    scale = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
-    src = min(int(round(size / scale)), h, w)
+    zoom = float(np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1]))))
+    src = min(int(round(size / zoom)), h, w)
     y = int(rng.integers(0, h - src + 1))
     x = int(rng.integers(0, w - src + 1))
     k = size / src
-    out = cv2.resize(
-        frame.image[y : y + src, x : x + src], (size, size), interpolation=cv2.INTER_AREA
-    )
-    boxes = (frame.boxes - np.array([x, y, x, y], np.float32)) * k
+    interp = cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+    out = cv2.resize(frame.image[y : y + src, x : x + src], (size, size), interpolation=interp)
+    boxes = (frame.boxes.reshape(-1, 4) - np.array([x, y, x, y], np.float32)) * k
     inside = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < size) & (boxes[:, 1] < size)
-    boxes = boxes[inside].reshape(-1, 4)
+    return out, boxes[inside].reshape(-1, 4)
+
+
+def augment(
+    image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random right-angle rotation, flip and colour jitter of an (S, S, 3) uint8 crop and
+    its (N, 4) xyxy boxes."""
+    size = image.shape[0]
+    out, boxes = image, boxes.reshape(-1, 4)
     for _ in range(int(rng.integers(0, 4))):  # rotate 90 degrees clockwise
         out = np.rot90(out, -1)
         boxes = np.stack([size - boxes[:, 3], boxes[:, 0], size - boxes[:, 1], boxes[:, 2]], 1)
     if rng.random() < 0.5:
         out = out[:, ::-1]
         boxes = np.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], 1)
-    gain, bias = rng.uniform(0.7, 1.3), rng.uniform(-25, 25)
-    out = cv2.convertScaleAbs(np.ascontiguousarray(out), alpha=gain, beta=bias)
-    s = MASK_NET_STRIDE
-    return out, cell_targets(boxes, (size // s, size // s), s)
+    out = np.ascontiguousarray(out).astype(np.float32)
+    out *= rng.uniform(0.6, 1.4) * rng.uniform(0.85, 1.15, 3).astype(np.float32)  # colour
+    out += rng.uniform(-30, 30)
+    if rng.random() < 0.2:  # softer optics or another ground sampling
+        out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.2))
+    if rng.random() < 0.3:
+        out += rng.normal(0, rng.uniform(1, 6), out.shape).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8), boxes.astype(np.float32)

@@ -127,6 +127,26 @@ def paste_objects(
     return Frame(image, np.array(boxes, np.float32).reshape(-1, 4), "synthetic")
 
 
+@dataclass
+class Composer:
+    """Synthetic frames on demand (:func:`paste_frame` on a random texture): the
+    ``synthesize`` callable of :func:`sparse_yolo.train.maskfit.fit_mask_net`.
+
+    Attributes:
+        textures: (H, W, 3) uint8 BGR object-free images.
+        crops: objects to paste on them.
+        max_objects: most objects per frame.
+    """
+
+    textures: list[np.ndarray]
+    crops: list[ObjectCrop]
+    max_objects: int = 8
+
+    def __call__(self, rng: np.random.Generator, size: int) -> Frame:
+        texture = self.textures[int(rng.integers(0, len(self.textures)))]
+        return paste_frame(texture, self.crops, rng, size, self.max_objects)
+
+
 def synthetic_frames(
     textures: list[np.ndarray], crops: list[ObjectCrop], n: int, seed: int = 0, size: int = 512
 ) -> list[Frame]:
