@@ -241,3 +241,23 @@ def test_lean_neck_is_a_cpu_shortcut():
     model.to("meta").set_lean_inference(True)
     assert model.lean and not model.neck.lean
     assert not tiny_model().set_lean_inference(False).neck.lean
+
+
+def test_checkpoint_with_an_old_mask_net_still_loads_the_detector(tmp_path):
+    """A mask net of an earlier design (other shapes) is dropped with a warning; the
+    detector's own weights load exactly."""
+    torch.manual_seed(0)
+    model = SparseYOLO(ModelConfig(scale="tiny", nc=1, names=("person",), mask_net=True))
+    path = tmp_path / "old.pt"
+    model.save(path)
+    ckpt = torch.load(path, weights_only=False)
+    first = next(k for k in ckpt["state_dict"] if k.startswith("mask_net."))
+    ckpt["state_dict"][first] = torch.zeros(3, 1)  # a shape today's net does not have
+    torch.save(ckpt, path)
+    with pytest.warns(UserWarning, match="earlier design"):
+        loaded = load_model(path)
+    assert loaded.mask_net is None
+    mine = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_net.")}
+    theirs = loaded.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)

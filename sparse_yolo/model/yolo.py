@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,19 @@ class SparseYOLO(nn.Module):
         g = ckpt["graph"]
         layers = _materialise(g["layers"])
         model = cls(ModelConfig(**data), Graph(layers, g["n_backbone"], tuple(g["neck_inputs"])))
-        model.load_state_dict(ckpt["state_dict"])
+        state = dict(ckpt["state_dict"])
+        net = {k.split(".", 1)[1]: state.pop(k) for k in list(state) if k.startswith("mask_net.")}
+        model.load_state_dict(state, strict=model.mask_net is None)
+        if model.mask_net is not None:
+            try:
+                model.mask_net.load_state_dict(net)
+            except RuntimeError:  # a mask net of an earlier design: the detector still loads
+                warnings.warn(
+                    "the checkpoint's mask net is of an earlier design and is ignored; "
+                    "--mask learned uses the shipped net (or retrain: sparse-yolo distill)",
+                    stacklevel=2,
+                )
+                model.mask_net = None
         return model.eval()
 
     @classmethod
