@@ -128,3 +128,24 @@ def test_tiled_raster_finds_what_one_tile_finds(shared, tmp_path, mask):
         match_recall(a.detections, b.detections, 0.7),
     )
     assert 2 * p * r / (p + r) >= 0.97, (p, r)
+
+
+def test_remainder_lanes_find_what_one_lane_finds(shared, monkeypatch):
+    """Small windows run side by side on one thread each: the same boxes and scores (up to
+    the summation order) as one after another on every thread."""
+    from sparse_yolo.bench.scenes import sparse_scene  # noqa: PLC0415
+    from sparse_yolo.engine import lanes, runner  # noqa: PLC0415
+
+    image = sparse_scene(0, data_dir=shared)[0]  # 4K: nine windows
+    det = Detector(shared / "weights" / "yolov8n.pt", "gather", "gradient", device="cpu")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    used = []
+    real_plan = lanes.plan_lanes
+    monkeypatch.setattr(lanes, "plan_lanes", lambda s, w: used.append(real_plan(s, w)) or used[-1])
+    two = det.predict_array(image).detections
+    assert any(u is not None for u in used)  # the windows did run in lanes
+    monkeypatch.setattr(runner, "run_in_lanes", lambda fn, items, sizes, w: [fn(x) for x in items])
+    one = det.predict_array(image).detections
+    assert len(one) > 10 and len(two) == len(one)
+    np.testing.assert_allclose(two.boxes, one.boxes, atol=1e-3)
+    np.testing.assert_allclose(two.scores, one.scores, atol=1e-5)

@@ -184,3 +184,14 @@ def test_windows_over_most_of_the_frame_become_one_without_merging(monkeypatch):
     assert windows_mod.cover_fraction(component_boxes(sparse), (128, 128)) < FULL_COVER
     with pytest.raises(pytest.fail.Exception):
         plan_windows(sparse, CELL, WindowConfig())
+
+
+def test_lanes_deal_the_work_evenly_and_skip_a_dominant_item():
+    from sparse_yolo.engine.lanes import plan_lanes, run_in_lanes  # noqa: PLC0415
+
+    assert plan_lanes([10, 9, 8, 7], 2) == [[0, 3], [1, 2]]  # 17 vs 17
+    assert plan_lanes([100, 1, 1], 2) is None  # one item is most of the work: no lanes
+    assert plan_lanes([5, 5], 1) is None and plan_lanes([5], 2) is None
+    items = [torch.full((n,), float(n)) for n in (7, 3, 5, 2, 6)]
+    got = run_in_lanes(lambda t: t.sum() * 2, items, [len(t) for t in items], 2)
+    assert [float(g) for g in got] == [2.0 * n * n for n in (7, 3, 5, 2, 6)]  # input order

@@ -22,6 +22,7 @@ from ultralytics.nn.modules import Detect
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
+from sparse_yolo.engine.lanes import run_in_lanes
 from sparse_yolo.engine.policy import CostTable, choose
 from sparse_yolo.engine.windows import group_by_shape, plan_windows
 from sparse_yolo.imageops import bgr_to_batch, padded
@@ -36,10 +37,9 @@ from sparse_yolo.types import EngineRun
 # Stride-8 cells per remainder batch: bounds activation memory (CPU: about 2048 x 2048 px;
 # CUDA: about eight 4K frames, so predict_batch fills one forward).
 MAX_BATCH_CELLS = {"cpu": 256 * 256, "cuda": 1024 * 1024}
-# The fixed cost of one more remainder forward pass, in stride-8 cells of compute: windows
-# grow to a shared shape when that costs less (engine.windows.group_by_shape). Not on CPU:
-# there it gains about a tenth on the sparse 4K scene, but the grown context moves
-# borderline scores, and a small frame then lost an object dense finds (docs/performance.md).
+# One more remainder forward's fixed cost in stride-8 cells: windows grow to a shared shape
+# when that costs less (windows.group_by_shape). Not on CPU, where the grown context moved
+# borderline scores (docs/performance.md) and lanes (engine.lanes) take the overhead.
 FORWARD_CELLS = {"cuda": 64 * 1024}
 
 
@@ -253,9 +253,12 @@ class SparseEngine:
                 out.add_windows(index, boxes, densify(backend, feats, boxes.to(self.device), fill))
 
     def _remainder(self, out: _Collector, timer: Timer) -> None:
-        for batch, owners in out.window_batches(self._per_batch):
-            with timer.stage("remainder"):
-                cand = self.remainder(batch)
+        batches = list(out.window_batches(self._per_batch))
+        cpu = self.device.type == "cpu" and self.graphs is None
+        lanes, sizes = torch.get_num_threads() if cpu else 1, [b[-1].numel() for b, _ in batches]
+        with timer.stage("remainder"):
+            cands = run_in_lanes(self.remainder, [b for b, _ in batches], sizes, lanes)
+        for cand, (_, owners) in zip(cands, batches, strict=True):
             out.add_candidates(cand, owners)
 
     def _per_batch(self, h: int, w: int) -> int:
