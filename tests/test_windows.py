@@ -195,3 +195,26 @@ def test_lanes_deal_the_work_evenly_and_skip_a_dominant_item():
     items = [torch.full((n,), float(n)) for n in (7, 3, 5, 2, 6)]
     got = run_in_lanes(lambda t: t.sum() * 2, items, [len(t) for t in items], 2)
     assert [float(g) for g in got] == [2.0 * n * n for n in (7, 3, 5, 2, 6)]  # input order
+
+
+def _lanes_in_child(queue) -> None:
+    from sparse_yolo.engine.lanes import run_in_lanes  # noqa: PLC0415
+
+    items = [torch.ones(n) for n in (3, 3, 2)]
+    queue.put([float(x) for x in run_in_lanes(torch.sum, items, [3, 3, 2], 2)])
+
+
+def test_lanes_run_in_a_process_forked_after_the_parent_used_them():
+    """A forked batch worker inherits the parent's pool object but not its threads."""
+    import multiprocessing as mp  # noqa: PLC0415
+
+    from sparse_yolo.engine.lanes import run_in_lanes  # noqa: PLC0415
+
+    items = [torch.ones(n) for n in (3, 3, 2)]
+    assert [float(x) for x in run_in_lanes(torch.sum, items, [3, 3, 2], 2)] == [3.0, 3.0, 2.0]
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_lanes_in_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=60) == [3.0, 3.0, 2.0]
+    child.join(timeout=60)

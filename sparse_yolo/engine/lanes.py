@@ -8,13 +8,15 @@ each tensor changes.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # by (process, workers): a forked
+# child inherits the parent's pool object but not its threads, so it makes its own
 _LOCK = threading.Lock()
 
 
@@ -23,12 +25,13 @@ def _one_thread() -> None:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), workers)
     with _LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(
                 workers, thread_name_prefix="sparse-yolo-lane", initializer=_one_thread
             )
-        return _POOLS[workers]
+        return _POOLS[key]
 
 
 def plan_lanes(sizes: Sequence[int], workers: int) -> list[list[int]] | None:
