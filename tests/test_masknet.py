@@ -17,6 +17,7 @@ from sparse_yolo.model.masknet import (
     MaskNet,
     batch_features,
     cell_targets,
+    half_frame,
     load_mask_net,
     mask_features,
     mask_features_torch,
@@ -38,7 +39,7 @@ def test_features_pad_like_the_cell_grid() -> None:
     img = scene(250, 300)
     feats = mask_features(img)
     hc, wc = cell_grid(250, 300, 16)
-    assert feats.shape == (hc * 4, wc * 4, 12) and feats.dtype == np.float32
+    assert feats.shape == (hc * 8, wc * 8, 3) and feats.dtype == np.float32
     padded = np.zeros((hc * 16, wc * 16, 3), np.uint8)
     padded[:250, :300] = img
     np.testing.assert_allclose(feats, mask_features(padded), atol=1e-5)
@@ -46,23 +47,48 @@ def test_features_pad_like_the_cell_grid() -> None:
     assert np.allclose(flat, 77 / 255)
 
 
-def test_features_are_half_resolution_blocks() -> None:
-    """Channel (2 dy + dx) * 3 + c holds colour c of half-resolution pixel (2y + dy, 2x + dx)."""
+def test_net_input_pairs_half_resolution_pixels() -> None:
+    """Channel dx * 3 + c at (y, x) holds colour c of half-resolution pixel (y, 2x + dx)."""
     img = np.zeros((64, 64, 3), np.uint8)
-    img[4:6, 10:12] = (10, 20, 30)  # half-resolution pixel (2, 5): block (1, 2), dy 0, dx 1
-    feats = mask_features(img) * 255
-    np.testing.assert_allclose(feats[1, 2, 3:6], [10, 20, 30], atol=1e-3)
-    feats[1, 2, 3:6] = 0
+    img[4:6, 10:12] = (10, 20, 30)  # half-resolution pixel (2, 5): position (2, 2), dx 1
+    feats = batch_features([img])[0].numpy() * 255
+    assert feats.shape == (6, 32, 16)
+    np.testing.assert_allclose(feats[3:6, 2, 2], [10, 20, 30], atol=1e-3)
+    feats[3:6, 2, 2] = 0
     assert np.abs(feats).max() < 1e-3
 
 
 def test_torch_features_match_opencv() -> None:
-    """CUDA inference computes the statistics with torch; they agree with OpenCV's."""
+    """CUDA inference computes the input with torch; it agrees with OpenCV's."""
     img = scene(250, 300, n_objects=12)
-    ref = mask_features(img)
-    got = mask_features_torch(torch.from_numpy(img)).numpy().transpose(1, 2, 0)
+    ref = batch_features([img])
+    got = mask_features_torch(torch.from_numpy(img))
     assert got.shape == ref.shape
-    np.testing.assert_allclose(got, ref, atol=0.6 / 255)
+    np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=0.6 / 255)
+
+
+def test_version_2_nets_load_with_their_scores(tmp_path) -> None:
+    """A version-2 net (a 1 x 1 convolution over 2 x 2 blocks of the half frame, 12 channels
+    ``(2 dy + dx) * 3 + c``) loads into this layout with the outputs it had."""
+    torch.manual_seed(4)
+    v2 = MaskNet().eval().state_dict()
+    v2["body.0.conv.weight"] = torch.randn(8, 12, 1, 1)
+    torch.save({"format": MASK_NET_FORMAT, "version": 2, "width": 32, "state_dict": v2},
+               tmp_path / "v2.pt")  # fmt: skip
+    net = load_mask_net(tmp_path / "v2.pt")
+    img = scene(200, 330, n_objects=10)
+    half = half_frame(img).astype(np.float32) / 255
+    h, w = half.shape[:2]
+    blocks = (
+        half.reshape(h // 2, 2, w // 2, 2, 3).transpose(0, 2, 1, 3, 4).reshape(h // 2, w // 2, 12)
+    )
+    x = torch.from_numpy(np.ascontiguousarray(blocks.transpose(2, 0, 1)))[None]
+    first = net.body[0]
+    x = first.act(first.bn(torch.nn.functional.conv2d(x, v2["body.0.conv.weight"])))
+    with torch.no_grad():
+        want = net.out(net.body[1:](x))
+        got = net(batch_features([img]))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell", [8, 16, 32])
@@ -102,7 +128,7 @@ def test_learned_mask_falls_back_to_the_shipped_net(tiny: SparseYOLO, monkeypatc
     np.testing.assert_array_equal(got.cells, want.cells)
 
 
-def test_mask_net_files_of_another_version_are_refused(tmp_path) -> None:
+def test_mask_net_files_of_an_unknown_version_are_refused(tmp_path) -> None:
     path = tmp_path / "v1.pt"
     torch.save({"format": MASK_NET_FORMAT, "width": 32, "state_dict": {}}, path)
     with pytest.raises(SparseYoloError, match="version 1"):

@@ -82,7 +82,7 @@ def test_mask_net_trained_on_composites_finds_new_pasted_objects():
     compose = Composer([texture], crops, max_objects=4)
     cfg = FitConfig(steps=80, crop=128, batch=8, lr=5e-3, pos_weight=4.0, synthetic=1.0)
     net = fit_mask_net([], cfg, compose)
-    fresh = [compose(np.random.default_rng(100 + i), 256) for i in range(6)]
+    fresh = [compose(np.random.default_rng(100 + i), 256) for i in range(12)]  # 13 objects
     calibrate_threshold(net, fresh[:3], MaskConfig(context=0), target=0.9)
     mask = make_mask(MaskConfig(name="learned", context=0), mask_net=net)
     point = pooled_recall([mask(f.image) for f in fresh[3:]], fresh[3:])

@@ -4,9 +4,9 @@ Its input is the frame itself at half resolution (OpenCV ``INTER_AREA``, :func:`
 so the net sees colour and shape at object scale (a 6 px person is still 3 px) for a fraction
 of the cost of any full-resolution pass: a 2x2-block layer and two strided 3x3 convs reach the
 16 px cell grid, two more (one dilated) add context, and a 1x1 conv predicts one logit per
-16 px cell (coarser or finer cells are max-pooled or repeated from it). :func:`mask_features` is the one
-implementation used in training and in CPU inference, so the net sees the same numbers in
-both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
+16 px cell (coarser or finer cells are max-pooled or repeated from it). :func:`batch_features`
+is the one implementation used in training and in CPU inference, so the net sees the same
+numbers in both; :func:`mask_features_torch` computes them on the GPU for CUDA inference.
 
 The net lives inside the detector checkpoint (``SparseYOLO.mask_net``) or alone in a small file
 (:func:`save_mask_net`), together with its operating point, ``threshold``: the probability
@@ -33,25 +33,20 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.imageops import padded
 
 MASK_NET_STRIDE = 16  # one logit per 16 px cell
-FEATURE_STRIDE = 4  # the input grid: 2 x 2 blocks of the half-resolution frame
-N_FEATURES = 12  # 2 x 2 half-resolution pixels x B, G, R
+N_INPUT = 6  # channels of the net's input: 2 horizontally adjacent half-resolution B, G, R
+ARCH_VERSION = 3  # input and layers of the net; version 2 is converted on load, others refused
 DEFAULT_THRESHOLD = 0.3
-ARCH_VERSION = 2  # input and layers of the net; files of another version are refused
 
 
-def mask_features(image: np.ndarray) -> np.ndarray:
-    """The net's input: the frame at half resolution, as 2 x 2 blocks (space to depth).
-
-    The blocks let the first layer be a matrix product at 1/4 resolution instead of a
-    3-channel convolution at 1/2, which CPU convolution kernels run far below their speed.
+def half_frame(image: np.ndarray) -> np.ndarray:
+    """The frame at half resolution (OpenCV ``INTER_AREA``), zero-padded to half the grid of a
+    frame padded to a multiple of 32 (like :func:`sparse_yolo.masks.cell_grid`).
 
     Args:
-        image: (H, W, 3) uint8 BGR. The result is zero-padded to the grid of a frame padded
-            to a multiple of 32 (like :func:`sparse_yolo.masks.cell_grid`).
+        image: (H, W, 3) uint8 BGR.
 
     Returns:
-        (Hp / 4, Wp / 4, 12) float32 in [0, 1], channels last; channel ``(2 * dy + dx) * 3 + c``
-        is colour ``c`` (B, G, R) of half-resolution pixel (2 y + dy, 2 x + dx).
+        (Hp / 2, Wp / 2, 3) uint8 BGR.
     """
     h, w = image.shape[:2]
     h2, w2 = -(-h // 2) * 2, -(-w // 2) * 2
@@ -59,15 +54,33 @@ def mask_features(image: np.ndarray) -> np.ndarray:
         image = cv2.copyMakeBorder(image, 0, h2 - h, 0, w2 - w, cv2.BORDER_CONSTANT, value=0)
     small = cv2.resize(image, (w2 // 2, h2 // 2), interpolation=cv2.INTER_AREA)
     hp, wp = padded(h) // 2, padded(w) // 2
-    half = np.zeros((hp, wp, 3), np.uint8)
-    half[: small.shape[0], : small.shape[1]] = small
-    blocks = half.reshape(hp // 2, 2, wp // 2, 2, 3).transpose(0, 2, 1, 3, 4)
-    blocks = blocks.reshape(hp // 2, wp // 2, N_FEATURES)
-    return np.multiply(blocks, np.float32(1 / 255), dtype=np.float32)
+    pad_y, pad_x = hp - small.shape[0], wp - small.shape[1]
+    return cv2.copyMakeBorder(small, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=0)
+
+
+def mask_features(image: np.ndarray) -> np.ndarray:
+    """The net's input values: :func:`half_frame` scaled to [0, 1].
+
+    Returns:
+        (Hp / 2, Wp / 2, 3) float32, channels last (B, G, R).
+    """
+    return np.multiply(half_frame(image), np.float32(1 / 255), dtype=np.float32)
+
+
+def _as_input(halves: torch.Tensor) -> torch.Tensor:
+    """(B, h, w, 3) half frames -> (B, 6, h, w / 2) net input, a view: each pair of
+    horizontally adjacent pixels is one position of 6 channels, ``dx * 3 + c``.
+
+    The first layer is then a (2, 1) stride-(2, 1) convolution over 6 channels-last channels,
+    which CPU kernels run at full speed, where a 2 x 2 convolution over 3 channels (or any
+    regrouping copy of the frame into 2 x 2 blocks) costs several times as much.
+    """
+    b, h, w, _ = halves.shape
+    return halves.view(b, h, w // 2, N_INPUT).permute(0, 3, 1, 2)
 
 
 def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
-    """:func:`mask_features` computed by torch on the image's device (CUDA inference).
+    """The net input of one frame computed by torch on the image's device (CUDA inference).
 
     Exact (unrounded) 2 x 2 means: they agree with OpenCV's rounded ones to 0.5 / 255.
 
@@ -75,27 +88,40 @@ def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
         image: (H, W, 3) uint8 BGR tensor.
 
     Returns:
-        (12, Hp / 4, Wp / 4) float32 on the same device.
+        (1, 6, Hp / 2, Wp / 4) float32 on the same device.
     """
     h, w = image.shape[:2]
     x = image.permute(2, 0, 1).float()
     x = F.pad(x, (0, padded(w) - w, 0, padded(h) - h))
-    half = F.avg_pool2d(x[None], 2)[0] / 255.0  # (3, Hp / 2, Wp / 2)
-    c, hh, ww = half.shape
-    blocks = half.reshape(c, hh // 2, 2, ww // 2, 2).permute(2, 4, 0, 1, 3)  # dy, dx, c, y, x
-    return blocks.reshape(N_FEATURES, hh // 2, ww // 2)
+    half = F.avg_pool2d(x[None], 2) / 255.0  # (1, 3, Hp / 2, Wp / 2)
+    return _as_input(half.permute(0, 2, 3, 1).contiguous())
 
 
 def batch_features(images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, 12, H/4, W/4) net input of equally sized (H, W, 3) uint8 BGR frames, in
+    """(B, 6, Hp/2, Wp/4) float32 net input of equally sized (H, W, 3) uint8 BGR frames, in
     channels-last memory (which the CPU convolutions prefer)."""
-    feats = [mask_features(im) for im in images]
-    stacked = feats[0][None] if len(feats) == 1 else np.stack(feats)
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).to(device)
+    halves = [half_frame(im) for im in images]
+    halves = halves[0][None] if len(halves) == 1 else np.stack(halves)
+    x = torch.from_numpy(halves).to(device).float().mul_(1 / 255)
+    return _as_input(x)
+
+
+def upgrade_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert a version-2 net's weights to this version's input layout, exactly.
+
+    Version 2 read 12 channels ``(2 dy + dx) * 3 + c`` per 2 x 2 half-resolution block through
+    a 1 x 1 convolution; this version reads 6 channels ``dx * 3 + c`` through a (2, 1) kernel
+    over ``dy``. Same weights, rearranged; other states are returned unchanged.
+    """
+    w = state.get("body.0.conv.weight")
+    if w is None or tuple(w.shape[1:]) != (2 * N_INPUT, 1, 1):
+        return state
+    o = w.shape[0]
+    return {**state, "body.0.conv.weight": w.view(o, 2, N_INPUT).permute(0, 2, 1)[..., None]}
 
 
 class MaskNet(nn.Module):
-    """Small CNN: (B, 12, H/4, W/4) :func:`mask_features` -> (B, 1, H/16, W/16) logits.
+    """Small CNN: (B, 6, H/2, W/4) :func:`batch_features` -> (B, 1, H/16, W/16) logits.
 
     Args:
         width: channels of the stride-16 layers (the stride-4 and stride-8 layers have a
@@ -110,7 +136,7 @@ class MaskNet(nn.Module):
         self.width = width
         relu = nn.ReLU(inplace=True)  # SiLU's exp costs as much as the convolutions here
         self.body = nn.Sequential(
-            Conv(N_FEATURES, width // 4, 1, 1, act=relu),  # 1/4 of the frame: 2x2 conv at 1/2
+            Conv(N_INPUT, width // 4, (2, 1), (2, 1), p=0, act=relu),  # 2x2 conv at 1/2 -> 1/4
             Conv(width // 4, width // 2, 3, 2, act=relu),  # 1/8
             Conv(width // 2, width, 3, 2, act=relu),  # 1/16: the cell grid
             Conv(width, width, 3, 1, act=relu),
@@ -124,7 +150,7 @@ class MaskNet(nn.Module):
         self.register_buffer("threshold", torch.tensor(DEFAULT_THRESHOLD))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, 12, h, w) input, h and w multiples of 4 -> (B, 1, h / 4, w / 4) logits."""
+        """(B, 6, 2h, w) input, h and w multiples of 4 -> (B, 1, h / 4, w / 4) logits."""
         return self.out(self.body(feats))
 
     def for_inference(self) -> MaskNet:
@@ -153,7 +179,7 @@ class MaskNet(nn.Module):
         """
         device = next(self.parameters()).device
         if device.type == "cuda":
-            feats = mask_features_torch(torch.from_numpy(image).to(device))[None]
+            feats = mask_features_torch(torch.from_numpy(image).to(device))
         else:
             feats = batch_features([image])
         was_training = self.training
@@ -205,14 +231,14 @@ def load_mask_net(path: str | Path) -> MaskNet | None:
         raise SparseYoloError(f"not a PyTorch checkpoint ({type(exc).__name__})", path) from exc
     if not (isinstance(ckpt, dict) and ckpt.get("format") == MASK_NET_FORMAT):
         return None
-    if ckpt.get("version", 1) != ARCH_VERSION:
+    if ckpt.get("version", 1) not in (2, ARCH_VERSION):
         raise SparseYoloError(
             f"mask net of version {ckpt.get('version', 1)}; this sparse-yolo reads version "
             f"{ARCH_VERSION} (retrain it with tools/mask_learn.py)",
             path,
         )
     net = MaskNet(ckpt["width"])
-    net.load_state_dict(ckpt["state_dict"])
+    net.load_state_dict(upgrade_state_dict(ckpt["state_dict"]))
     return net.eval()
 
 

@@ -40,7 +40,7 @@ from sparse_yolo.model.graph import (
     sources,
 )
 from sparse_yolo.model.head import candidate_detections
-from sparse_yolo.model.masknet import build_mask_net
+from sparse_yolo.model.masknet import build_mask_net, upgrade_state_dict
 from sparse_yolo.model.neck import GraphNeck, PathAggregationNeck
 from sparse_yolo.sparse.active import ActivePyramid
 from sparse_yolo.sparse.backends import DenseBackend
@@ -299,7 +299,7 @@ class SparseYOLO(nn.Module):
         model.load_state_dict(state, strict=model.mask_net is None)
         if model.mask_net is not None:
             try:
-                model.mask_net.load_state_dict(net)
+                model.mask_net.load_state_dict(upgrade_state_dict(net))
             except RuntimeError:  # a mask net of an earlier design: the detector still loads
                 warnings.warn(
                     "the checkpoint's mask net is of an earlier design and is ignored; "
