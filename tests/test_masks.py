@@ -74,6 +74,16 @@ def test_nodata_never_activates_cells():
     assert not res.cells[:, : 256 // CELL].any()
 
 
+def test_cells_without_pixels_of_the_image_stay_inactive():
+    """The grid covers the frame padded to 32 px; an object at the bottom-right corner marks
+    its cells and their context, but not the padding cells beyond the frame."""
+    img = plain(136, 140)  # grid 10 x 10: row 9 (144-160 px) and column 9 hold no pixel
+    put_object(img, 118, 120, size=16)
+    res = make_mask(MaskConfig(context=2))(img)
+    assert res.cells[cell_of(125, 125)] and res.cells[5, 5]  # the object and its context
+    assert not res.cells[9].any() and not res.cells[:, 9].any()
+
+
 def test_all_mask_and_registry():
     res = make_mask(MaskConfig(name="all"))(plain(100, 130))
     assert res.cells.all() and res.cells.shape == (8, 10)
