@@ -227,6 +227,22 @@ def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared):
     assert res.cells[~near].mean() <= bare + 0.03  # objects do not light up the texture
 
 
+@pytest.mark.parametrize("name", ["OSBS_029.tif", "water"])
+def test_shipped_learned_mask_leaves_held_out_forest_and_water_dark(shared, name):
+    """Object-free real texture the net never saw (issue 11: <= 10% of the cells): the right
+    half of the OSBS forest tile, and boats.jpg's open water right of its training half,
+    mirror-tiled to 1024 px (waves, no boats)."""
+    if name == "water":
+        src = cv2.imread(str(shared / "data" / "aerial" / "boats.jpg"))[620:1060, 960:1200]
+        block = np.concatenate([src, src[:, ::-1]], 1)
+        image = np.tile(np.concatenate([block, block[::-1]], 0), (2, 3, 1))[:1024, :1024]
+        valid = None
+    else:
+        image, valid = held_out_half(shared, "geotiff/" + name)
+    res = make_mask(MaskConfig(name="learned"))(np.ascontiguousarray(image), valid)
+    assert res.active_fraction <= 0.10
+
+
 def test_shipped_learned_scores_do_not_depend_on_the_tile(shared):
     """No image-wide statistics: a cell's score is the same in a tile and in the whole frame
     once the tile's edge lies beyond the net's receptive field (about 8 cells)."""
