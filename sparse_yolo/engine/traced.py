@@ -66,15 +66,19 @@ class TracedFeatures:
         return any(isinstance(f, torch.jit.ScriptModule) for f in self._fns.values())
 
     def _make(self, example: list[torch.Tensor], key: tuple) -> Callable:
+        """Trace on a small crop of ``example`` (two cells of the coarsest stride: tracing
+        a whole 4K frame would cost seconds), check on a larger one of two items."""
         eager = _Forward(self.model).eval()
         fn: Callable = eager
+        unit = max(1, getattr(self.model, "max_stride", 32) // 8)  # stride-8 cells
         try:
             with warnings.catch_warnings():
                 # TracerWarnings (the check below decides) and TorchScript's deprecation
                 # notice (if a release drops it, the eager network stays)
                 warnings.simplefilter("ignore")
-                traced = torch.jit.freeze(torch.jit.trace(eager, tuple(example), check_trace=False))
-            probe = _other_shape(example, getattr(self.model, "max_stride", 32) // 8)
+                small = tuple(_crop(example, 2 * unit, 1))
+                traced = torch.jit.freeze(torch.jit.trace(eager, small, check_trace=False))
+            probe = _crop(example, 3 * unit, 2)
             if all(torch.equal(a, b) for a, b in zip(traced(*probe), eager(*probe), strict=True)):
                 fn = traced
         except Exception:  # noqa: BLE001 - any failure to trace keeps the eager network
@@ -83,13 +87,16 @@ class TracedFeatures:
         return fn
 
 
-def _other_shape(example: list[torch.Tensor], grow: int) -> list[torch.Tensor]:
-    """The example with one more batch item and ``grow`` more stride-8 cells (one cell of
-    the model's coarsest stride) down and across, each input at its own resolution."""
+def _crop(example: list[torch.Tensor], cells: int, batch: int) -> list[torch.Tensor]:
+    """``batch`` items (the first, then mirrored copies) of the top-left ``cells`` x ``cells``
+    stride-8 cells of each stem output at its own resolution, zero-padded where the example
+    is smaller, channels-last."""
     last = example[-1].shape[-1]
     out = []
     for x in example:
-        r = max(1, x.shape[-1] // max(last, 1))
-        y = F.pad(torch.cat([x, x[:1].flip(-1)]), (0, grow * r, 0, grow * r))
+        side = cells * max(1, x.shape[-1] // max(last, 1))
+        y = x[:1, :, :side, :side]
+        y = F.pad(y, (0, side - y.shape[-1], 0, side - y.shape[-2]))
+        y = torch.cat([y] + [y.flip(-1)] * (batch - 1))
         out.append(y.contiguous(memory_format=torch.channels_last))
     return out
