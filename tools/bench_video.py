@@ -3,29 +3,39 @@
 In one process, frame by frame in lockstep (so machine load hits every method alike),
 each frame goes through
 
-* ``video``: the default video path (motion + persistence + refresh, ``stream``),
+* ``video``: the default video path (motion + persistence + refresh + reuse of unchanged
+  regions' detections, ``stream``); ``video_noreuse``: the same without reuse
+  (``--reuse both``, the default, runs both in lockstep),
 * ``dense``: every cell at full resolution (``--mask all``), the reference,
 * ``gradient``: the per-frame still-image ``gradient`` mask,
 
 on (a) the real indoor clip (768x432) and (b) a 3840x2160 surveillance-style clip
 composed from real imagery (a static real background, real object crops moving over it,
-under 5% of the area moving). Dense and gradient are timed on every ``--every``-th frame
-(their cost per frame is stationary); the video path runs every frame, warm-up and
-refreshes included. Times are compute only (decoding is shared and overlaps inference).
+under 5% of the area moving), under each sensor noise model of ``--noise``: ``camera``
+(a real static camera's: most pixels exactly unchanged between frames) and ``iid`` (fresh
+noise on every pixel of every frame, the harder case). Dense and gradient are timed on
+every ``--every``-th frame (their cost per frame is stationary); the video path runs every
+frame, warm-up and refreshes included. Times are compute only (decoding and composing
+frames are shared and overlap inference).
+
 Recall: share of dense detections (IoU >= 0.5, same class) each method finds on the
-frames where dense ran; also among the confident ones (score >= ``CONFIDENT``), and the
-share of the video path's detections that dense has too (so extra boxes show). The
-ceiling: dense on the previous frame against dense on the frame (untimed), i.e. how
-steady the reference itself is under the frames' sensor noise: a path that does not
-recompute every cell of every frame cannot be expected to agree with dense better.
+frames where dense ran; also among the confident ones (score >= ``CONFIDENT``), among the
+steady ones (those dense also finds on the frame before), and the share of the video
+path's detections that dense has too (so extra boxes show). The ceiling: dense on the
+previous frame against dense on the frame (untimed), i.e. how steady the reference itself
+is under the frames' sensor noise: a path that does not recompute every cell of every
+frame cannot be expected to agree with dense better. ``frame_change_median``: how
+consecutive frames differ (share of pixels exactly unchanged, mean and std of the
+differences in grey levels, moving objects included).
 
     flock /tmp/sparse-yolo-bench.lock env PYTHONPATH=$PWD python tools/bench_video.py \\
-        --real-frames 1394 --uhd-frames 150 --every 10
+        --real-frames 0 --uhd-frames 60 --noise camera,iid
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -60,9 +70,10 @@ CROPS = [
 ]
 
 
-def uhd_clip(count: int, seed: int = 0) -> tuple[Iterator[Frame], float]:
+def uhd_clip(count: int, noise: str, seed: int = 0) -> tuple[Iterator[Frame], float]:
     """3840x2160 frames: boats.jpg upscaled 2x, with the CROPS walking and driving across
-    (two of them stop half-way). Returns the frames and the mean share of pixels moving."""
+    (two of them stop half-way), under the ``noise`` model of ``synth.frames``. Returns
+    the frames and the mean share of pixels moving."""
     data = SHARED / "data"
     bg = cv2.imread(str(data / "aerial" / "boats.jpg"))
     bg = cv2.resize(bg, (3840, 2160), interpolation=cv2.INTER_CUBIC)
@@ -77,7 +88,7 @@ def uhd_clip(count: int, seed: int = 0) -> tuple[Iterator[Frame], float]:
             synth.Sprite(image, inner, synth.line(tuple(start), tuple(end), count, stop))
         )
     moving = sum(s.image.shape[0] * s.image.shape[1] for s in sprites) / (3840 * 2160)
-    images = synth.frames(bg, sprites, count, seed=seed)
+    images = synth.frames(bg, sprites, count, noise=noise, seed=seed)
     return (Frame(i, i / 25.0, img) for i, img in enumerate(images)), moving
 
 
@@ -110,72 +121,111 @@ def bench(
     count: int,
     every: int,
     weights: Path,
-    video_cfg: VideoConfig,
+    videos: dict[str, VideoConfig],
 ) -> dict:
-    video = Detector(weights, device="cpu")
-    dense = Detector(video.model, device="cpu", mask="all")
-    gradient = Detector(video.model, device="cpu", mask="gradient")
-    seconds = {"video": 0.0, "dense": 0.0, "gradient": 0.0}
-    per_frame: dict[str, list[float]] = {"video": [], "dense": []}
-    found = dict.fromkeys(["video", "gradient", "dense_prev", "video_confident"], 0)
-    total = confident = video_dets = video_true = prev_total = 0
-    stats = StreamStats()
+    """Every video configuration of ``videos`` in lockstep with dense and gradient."""
+    base = Detector(weights, device="cpu")
+    dense = Detector(base.model, device="cpu", mask="all")
+    gradient = Detector(base.model, device="cpu", mask="gradient")
     frames = _warm(frames, dense)
+    copies = itertools.tee(frames, len(videos))
+    paths = {
+        k: stream(Detector(base.model, device="cpu"), c, cfg)
+        for (k, cfg), c in zip(videos.items(), copies, strict=True)
+    }
+    seconds = dict.fromkeys(["dense", "gradient", *videos], 0.0)
+    per_frame: dict[str, list[float]] = {k: [] for k in ["dense", *videos]}
+    found = dict.fromkeys(["gradient", "dense_prev", *videos], 0)
+    confident_found = dict.fromkeys(videos, 0)
+    steady_found = dict.fromkeys(videos, 0)
+    dets = {k: [0, 0] for k in videos}  # detections, of which dense has them too
+    stats = {k: StreamStats() for k in videos}
+    total = confident = prev_total = steady_total = 0
+    change: list[dict[str, float]] = []
     previous = None
-    bar = tqdm(stream(video, frames, video_cfg), total=count, unit="frame", desc=name)
-    for r in bar:
-        stats.add(r)
-        seconds["video"] += r.seconds["total"] - r.seconds["decode"]
-        per_frame["video"].append(r.seconds["total"] - r.seconds["decode"])
-        if r.frame_index % every:
-            previous = r.image
+    bar = tqdm(zip(*paths.values(), strict=True), total=count, unit="frame", desc=name)
+    for rs in bar:
+        image = rs[0].image
+        for k, r in zip(videos, rs, strict=True):
+            stats[k].add(r)
+            t = r.seconds["total"] - r.seconds["decode"]
+            seconds[k] += t
+            per_frame[k].append(t)
+        if rs[0].frame_index % every:
+            previous = image
             continue
         for method, det in (("dense", dense), ("gradient", gradient)):
             t0 = time.perf_counter()
-            out = det.predict_array(r.image)
+            out = det.predict_array(image)
             seconds[method] += time.perf_counter() - t0
             if method == "dense":
                 ref = out
                 per_frame["dense"].append(time.perf_counter() - t0)
             else:
                 found[method] += matched(ref, out.boxes, out.classes)
-        got = hits(ref, r.detections.boxes, r.detections.classes)
         total += len(ref)
-        found["video"] += int(got.sum())
-        confident += int((ref.scores >= CONFIDENT).sum())
-        found["video_confident"] += int(got[ref.scores >= CONFIDENT].sum())
-        video_dets += len(r)
-        video_true += int(hits(r.detections, ref.boxes, ref.classes).sum())
+        sure = ref.scores >= CONFIDENT
+        confident += int(sure.sum())
+        gots = {}
+        for k, r in zip(videos, rs, strict=True):
+            got = gots[k] = hits(ref, r.detections.boxes, r.detections.classes)
+            found[k] += int(got.sum())
+            confident_found[k] += int(got[sure].sum())
+            dets[k][0] += len(r)
+            dets[k][1] += int(hits(r.detections, ref.boxes, ref.classes).sum())
         if previous is not None:  # the ceiling: dense against itself one frame apart
             prev = dense.predict_array(previous)
-            found["dense_prev"] += matched(ref, prev.boxes, prev.classes)
+            steady = hits(ref, prev.boxes, prev.classes)
+            found["dense_prev"] += int(steady.sum())
             prev_total += len(ref)
-        previous = r.image
-    n = stats.frames
+            steady_total += int(steady.sum())
+            for k, got in gots.items():
+                steady_found[k] += int((got & steady).sum())
+            change.append(synth.frame_change(image, previous))
+        previous = image
+    n = stats[next(iter(videos))].frames
     sampled = len(range(0, n, every))
-    fps = {
-        "video": n / seconds["video"],
-        "dense": sampled / seconds["dense"],
-        "gradient": sampled / seconds["gradient"],
-    }
-    share = {k: round(v / max(1, total), 4) for k, v in found.items()}
-    share["video_confident"] = round(found["video_confident"] / max(1, confident), 4)
-    share["dense_prev"] = round(found["dense_prev"] / max(1, prev_total), 4)
+    fps = {k: sampled / seconds[k] for k in ("dense", "gradient")}
+    fps.update({k: n / seconds[k] for k in videos})
+    dense_median = float(np.median(per_frame["dense"]))
     return {
         "clip": name,
-        "batch": video_cfg.batch,
         "frames": n,
         "dense_frames": sampled,
         "dense_detections": total,
         "dense_confident": confident,
+        "dense_ms_per_frame": {
+            "mean": round(1e3 * seconds["dense"] / sampled),
+            "min": round(1e3 * min(per_frame["dense"])),
+            "max": round(1e3 * max(per_frame["dense"])),
+        },
+        "frame_change_median": {
+            k: round(float(np.median([c[k] for c in change])), 3) for k in change[0]
+        }
+        if change
+        else {},
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "speedup_vs_dense": {k: round(v / fps["dense"], 2) for k, v in fps.items()},
-        "median_frame_speedup": round(
-            float(np.median(per_frame["dense"]) / np.median(per_frame["video"])), 2
-        ),
-        "share_of_dense": share,
-        "video_dets_dense_has": round(video_true / max(1, video_dets), 4),
-        "video_stats": stats.as_dict(),
+        "median_frame_speedup": {
+            k: round(dense_median / float(np.median(per_frame[k])), 2) for k in videos
+        },
+        "video_ms_per_frame": {
+            k: {
+                "first": round(1e3 * per_frame[k][0]),
+                "median": round(1e3 * float(np.median(per_frame[k]))),
+                "max": round(1e3 * max(per_frame[k])),
+            }
+            for k in videos
+        },
+        "share_of_dense": {k: round(v / max(1, total), 4) for k, v in found.items()}
+        | {"dense_prev": round(found["dense_prev"] / max(1, prev_total), 4)},
+        "share_of_confident": {
+            k: round(v / max(1, confident), 4) for k, v in confident_found.items()
+        },
+        "share_of_steady": {k: round(v / max(1, steady_total), 4) for k, v in steady_found.items()},
+        "video_dets_dense_has": {k: round(v[1] / max(1, v[0]), 4) for k, v in dets.items()},
+        "video_stats": {k: s.as_dict() for k, s in stats.items()},
+        "configs": {k: dataclasses.asdict(c) for k, c in videos.items()},
     }
 
 
@@ -195,18 +245,38 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "yolov8n.pt")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=VideoConfig.batch, help="Video frames per batch.")
+    p.add_argument(
+        "--noise",
+        default="camera,iid",
+        help="Sensor noise of the 4K clip, comma-separated: camera (a real static camera's: "
+        "most pixels unchanged frame to frame), iid (fresh noise on every pixel).",
+    )
+    p.add_argument(
+        "--reuse",
+        choices=["on", "off", "both"],
+        default="both",
+        help="Video path with reuse of unchanged regions' detections, without, or both "
+        "in lockstep.",
+    )
     p.add_argument("--out", type=Path, help="Also write the report as JSON here.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     reports = []
-    cfg = VideoConfig(batch=args.batch)
+    reuse = {"on": [True], "off": [False], "both": [True, False]}[args.reuse]
+    videos = {
+        "video" if r else "video_noreuse": VideoConfig(batch=args.batch, reuse=r) for r in reuse
+    }
     if args.real_frames:
         clip = real_clip(args.real_frames)
-        reports.append(bench("real-768x432", clip, args.real_frames, args.every, args.weights, cfg))
-    if args.uhd_frames:
-        clip, moving = uhd_clip(args.uhd_frames)
-        report = bench("uhd-3840x2160", clip, args.uhd_frames, args.every, args.weights, cfg)
+        reports.append(
+            bench("real-768x432", clip, args.real_frames, args.every, args.weights, videos)
+        )
+    for noise in filter(None, args.noise.split(",")) if args.uhd_frames else []:
+        clip, moving = uhd_clip(args.uhd_frames, noise)
+        name = f"uhd-3840x2160-{noise}"
+        report = bench(name, clip, args.uhd_frames, args.every, args.weights, videos)
         reports.append({**report, "moving_area": round(moving, 4)})
+        print(json.dumps(reports[-1]), flush=True)
     for r in reports:
         print(json.dumps(r))
     if args.out:

@@ -34,6 +34,13 @@ def video_options(f):
             "found (100; 0: only during warm-up).",
         ),
         click.option(
+            "--reuse/--no-reuse",
+            default=None,
+            help="Carry the detections of regions that saw no motion since they were computed "
+            "(parked cars, furniture) instead of recomputing them; motion near one recomputes "
+            "it, and refreshes recompute everything (default: on).",
+        ),
+        click.option(
             "--video-masks",
             help="Masks of ordinary frames, joined by + as a union: motion (default), "
             "motion+gradient, all, ...",
@@ -62,6 +69,7 @@ def video_config(opts: dict[str, Any]):
     given = {"track": opts.get("track"), "refresh": opts.get("refresh")}
     given["masks"] = opts.get("video_masks")
     given["batch"] = opts.get("video_batch")
+    given["reuse"] = opts.get("reuse")
     try:
         return VideoConfig(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:

@@ -22,6 +22,10 @@ class VideoConfig:
       enters at ``persist_conf`` and is kept while a box of at least ``persist_keep``
       overlaps it (:class:`~sparse_yolo.video.motion.Persistence`).
 
+    With ``reuse``, ordinary frames compute only what motion reaches (the moving cells and
+    the kept objects and last detections their regions touch) and carry the detections of
+    unchanged regions (:mod:`sparse_yolo.video.reuse`).
+
     Attributes:
         masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
             mask (``gradient``, ``all``, ...).
@@ -38,6 +42,9 @@ class VideoConfig:
             and the detector needs some real context around an object).
         persist_frames: a kept object with no overlapping box for this many frames in a
             row is dropped.
+        reuse: carry detections whose region (box and ``persist_margin`` cells) saw no
+            motion since the frame that computed them, instead of recomputing them;
+            full frames recompute everything.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
         motion_size: long side in pixels at which the background model runs.
         motion_min: a cell is moving when this share of its pixels is foreground
@@ -61,6 +68,7 @@ class VideoConfig:
     persist_keep: float = 0.1
     persist_margin: int = 2
     persist_frames: int = 5
+    reuse: bool = True
     subtractor: str = "mog2"
     motion_size: int = 640
     motion_min: float = 0.05
