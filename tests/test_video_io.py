@@ -251,13 +251,14 @@ def test_reuse_carries_still_regions_and_recomputes_what_motion_reaches():
     """Stored detections are carried while no motion reaches their region (box + margin);
     motion next to one makes its region computed, and, through it, any region it touches;
     computing a region replaces what was stored there; a full frame replaces everything."""
-    reuse = Reuse(cell=16, margin=1, conf=0.25)
+    reuse = Reuse(16, 0.25, VideoConfig(persist_margin=1))
+    view = reuse.coarse(np.zeros((320, 480, 3), np.uint8))
     boat = [100.0, 100.0, 140.0, 130.0, 0.4, 8.0]  # cells rows 6-8, cols 6-8
     moored = [150.0, 100.0, 190.0, 130.0, 0.3, 8.0]  # cells cols 9-11: touches boat's margin
     far = [400.0, 300.0, 440.0, 330.0, 0.6, 2.0]
     weak = [20.0, 20.0, 40.0, 40.0, 0.2, 0.0]
     grid = np.zeros((20, 30), bool)
-    reuse.update(~grid, np.array([boat, moored, far, weak], np.float32), full=True)
+    reuse.update(~grid, np.array([boat, moored, far, weak], np.float32), True, view)
     assert len(reuse.dets) == 3  # under the output threshold: never carried
 
     cells, carried = reuse.split(grid, np.zeros((0, 4), np.float32))
@@ -271,7 +272,7 @@ def test_reuse_carries_still_regions_and_recomputes_what_motion_reaches():
     assert cells.sum() == 5 * 8  # the two regions: rows 5-9, cols 5-12
 
     found = np.array([[101.0, 99.0, 141.0, 131.0, 0.45, 8.0]], np.float32)
-    reuse.update(cells, found, full=False)  # the boat recomputed, moored not found again
+    reuse.update(cells, found, False, view)  # the boat recomputed, moored not found again
     assert sorted(reuse.dets[:, 4].tolist()) == pytest.approx([0.45, 0.6])
     kept = np.array([[405.0, 300.0, 445.0, 330.0]], np.float32)  # a kept object by far
     moving = grid.copy()
@@ -281,8 +282,32 @@ def test_reuse_carries_still_regions_and_recomputes_what_motion_reaches():
     moving[19, 28] = True  # now inside the kept object's margin (and far's)
     cells, carried = reuse.split(moving, kept)
     assert carried[:, 4].tolist() == pytest.approx([0.45]) and cells.sum() == 1 + 3 * 5
-    reuse.update(grid, np.zeros((0, 6), np.float32), full=True)
+    reuse.update(grid, np.zeros((0, 6), np.float32), True, view)
     assert not len(reuse.dets)
+
+
+def test_reuse_sees_changes_since_a_cell_was_computed():
+    """A cell changed since it was last computed is flagged however slowly it changed (a
+    background model would learn it); encoder noise and a global exposure change are not
+    changes; computing a cell keeps its new look."""
+    reuse = Reuse(16, 0.25, VideoConfig())
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (320, 480, 3), dtype=np.uint8), (5, 5), 0)
+    grid = np.zeros((20, 30), bool)
+    first = reuse.coarse(frame)
+    assert reuse.changed(first, grid.shape).all()  # nothing kept yet
+    reuse.update(~grid, np.zeros((0, 6), np.float32), True, first)
+    noisy = np.clip(frame + rng.normal(0, 2.5, frame.shape) + 20, 0, 255).astype(np.uint8)
+    assert not reuse.changed(reuse.coarse(noisy), grid.shape).any()
+    drifted = frame.copy()
+    for step in range(1, 5):  # a car rolls in by 8 px a frame, never computed
+        drifted[100:140, 200 + 8 * step : 260 + 8 * step] = 30
+        moved = reuse.changed(reuse.coarse(drifted), grid.shape)
+        assert moved[6:9, 13 + step // 2 : 16].all() and moved.sum() <= 4 * (4 + step)
+    computed = grid.copy()
+    computed[6:9, 12:19] = True
+    reuse.update(computed, np.zeros((0, 6), np.float32), False, reuse.coarse(drifted))
+    assert not reuse.changed(reuse.coarse(drifted), grid.shape).any()
 
 
 def test_merge_carried_prefers_computed():

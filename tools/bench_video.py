@@ -70,10 +70,13 @@ CROPS = [
 ]
 
 
-def uhd_clip(count: int, noise: str, seed: int = 0) -> tuple[Iterator[Frame], float]:
+def uhd_clip(
+    count: int, noise: str, seed: int = 0, objects: bool = True
+) -> tuple[Iterator[Frame], float]:
     """3840x2160 frames: boats.jpg upscaled 2x, with the CROPS walking and driving across
-    (two of them stop half-way), under the ``noise`` model of ``synth.frames``. Returns
-    the frames and the mean share of pixels moving."""
+    (two of them stop half-way; without ``objects`` the background alone), under the
+    ``noise`` model of ``synth.frames``. Returns the frames and the share of pixels
+    moving."""
     data = SHARED / "data"
     bg = cv2.imread(str(data / "aerial" / "boats.jpg"))
     bg = cv2.resize(bg, (3840, 2160), interpolation=cv2.INTER_CUBIC)
@@ -88,7 +91,7 @@ def uhd_clip(count: int, noise: str, seed: int = 0) -> tuple[Iterator[Frame], fl
             synth.Sprite(image, inner, synth.line(tuple(start), tuple(end), count, stop))
         )
     moving = sum(s.image.shape[0] * s.image.shape[1] for s in sprites) / (3840 * 2160)
-    images = synth.frames(bg, sprites, count, noise=noise, seed=seed)
+    images = synth.frames(bg, sprites if objects else [], count, noise=noise, seed=seed)
     return (Frame(i, i / 25.0, img) for i, img in enumerate(images)), moving
 
 
@@ -237,6 +240,43 @@ def _warm(frames: Iterator[Frame], dense: Detector) -> Iterator[Frame]:
     return itertools.chain([first], frames)
 
 
+def noise_stats(frames: Iterator[np.ndarray], gop: int = 10) -> dict:
+    """How consecutive frames differ, split into pairs into a key frame (index a multiple
+    of ``gop``) and the others, and the others with nothing moving (no pixel differs by
+    more than 8 grey levels): medians of the share of pixels unchanged (all channels),
+    the mean abs difference, the std of the differences up to 8 levels, the share of
+    16x16 blocks with a change and the share of changed pixels in those blocks."""
+    rows, prev = [], None
+    for t, image in enumerate(frames):
+        cur = image.astype(np.int16)
+        if prev is not None:
+            d = cur - prev
+            a = np.abs(d).max(2)
+            h, w = (s // 16 * 16 for s in a.shape)
+            blocks = a[:h, :w].reshape(h // 16, 16, w // 16, 16).max((1, 3)) > 0
+            small = a <= 8
+            in_blocks = np.repeat(np.repeat(blocks, 16, 0), 16, 1)
+            changed = ((a > 0) & small)[:h, :w][in_blocks].mean() if blocks.any() else 0.0
+            quiet = not (a > 8).any()
+            row = [(a == 0).mean(), np.abs(d).mean(), d[small].std(), blocks.mean(), changed]
+            rows.append((t % gop == 0, quiet, row))
+        prev = cur
+    names = ["unchanged", "mean_abs", "std_small", "blocks_changed", "changed_in_blocks"]
+    out = {}
+    for name, pick in (
+        ("key", lambda k, q: k),
+        ("other", lambda k, q: not k),
+        ("other_still", lambda k, q: not k and q),
+    ):
+        sel = np.array([r for k, q, r in rows if pick(k, q)])
+        out[name] = {"pairs": len(sel)} | (
+            dict(zip(names, np.round(np.median(sel, 0), 3).tolist(), strict=True))
+            if len(sel)
+            else {}
+        )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--real-frames", type=int, default=1394)
@@ -258,9 +298,22 @@ def main() -> None:
         help="Video path with reuse of unchanged regions' detections, without, or both "
         "in lockstep.",
     )
+    p.add_argument(
+        "--noise-stats",
+        action="store_true",
+        help="Only measure how consecutive frames differ: the real clip (all frames) and "
+        "the 4K clip's background under each --noise model (--uhd-frames frames).",
+    )
     p.add_argument("--out", type=Path, help="Also write the report as JSON here.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.noise_stats:
+        stats = {"real": noise_stats(f.image for f in real_clip(args.real_frames))}
+        for noise in filter(None, args.noise.split(",")):
+            clip, _ = uhd_clip(args.uhd_frames, noise, objects=False)
+            stats[f"uhd-{noise}"] = noise_stats(f.image for f in clip)
+        print(json.dumps(stats, indent=1))
+        return
     reports = []
     reuse = {"on": [True], "off": [False], "both": [True, False]}[args.reuse]
     videos = {

@@ -46,7 +46,11 @@ class VideoConfig:
             motion since the frame that computed them, instead of recomputing them;
             full frames recompute everything.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
-        motion_size: long side in pixels at which the background model runs.
+        motion_size: the background model runs at a long side of at most this many pixels
+            and at most ``motion_scale`` of the frame's resolution.
+        motion_scale: see ``motion_size``: objects are as many pixels across in a small
+            frame as in a large one, so a small frame needs no more of its resolution for
+            its motion to be seen (and the background model's cost grows with its pixels).
         motion_min: a cell is moving when this share of its pixels is foreground
             (scaled by the mask's ``threshold``).
         motion_context: cells of dilation around moving cells: the background model marks
@@ -71,6 +75,7 @@ class VideoConfig:
     reuse: bool = True
     subtractor: str = "mog2"
     motion_size: int = 640
+    motion_scale: float = 0.5
     motion_min: float = 0.05
     motion_context: int = 2
     batch: int = 8
@@ -86,8 +91,8 @@ class VideoConfig:
             raise ValueError("refresh, persist_margin and motion_context must be >= 0")
         if not 0.0 <= self.persist_keep <= self.persist_conf <= 1.0:
             raise ValueError("need 0 <= persist_keep <= persist_conf <= 1")
-        if not 0.0 < self.motion_min <= 1.0:
-            raise ValueError("motion_min must be in (0, 1]")
+        if not 0.0 < self.motion_min <= 1.0 or not 0.0 < self.motion_scale <= 1.0:
+            raise ValueError("motion_min and motion_scale must be in (0, 1]")
         if self.subtractor not in SUBTRACTORS:
             raise ValueError(f"unknown subtractor {self.subtractor!r}; known: mog2, knn")
         if self.track is not None and self.track not in TRACKERS:

@@ -13,10 +13,10 @@ marks the union of
   enters at the output threshold and is kept while a weaker box still overlaps it, so a
   score that dips does not drop it, and weak boxes elsewhere never grow the mask.
 
-With reuse (:mod:`sparse_yolo.video.reuse`), ordinary frames compute only what motion
-reaches: the moving cells, grown through the kept objects and last detections whose
-regions they touch; the detections of untouched regions are carried from the frame that
-last computed them.
+With reuse (:mod:`sparse_yolo.video.reuse`), ordinary frames compute only what motion or
+change reaches: the moving cells and the cells changed since they were last computed,
+grown through the kept objects and last detections whose regions they touch; the
+detections of untouched regions are carried from the frame that last computed them.
 """
 
 from __future__ import annotations
@@ -48,9 +48,10 @@ class MotionMask(CellMask):
 
     Stateful: each call feeds one frame to the background model, so one instance serves
     one stream, frames in order. The model runs on a copy downscaled to a long side of
-    ``motion_size`` pixels, rescaled to the first frame's median grey level (auto-exposure
-    changes are global, not motion); a 3x3 opening removes single-pixel flicker before the
-    shares are averaged into cells.
+    ``motion_size`` pixels or to ``motion_scale`` of the resolution, whichever is smaller,
+    rescaled to the first frame's median grey level (auto-exposure changes are global,
+    not motion); a 3x3 opening removes single-pixel flicker before the shares are
+    averaged into cells.
 
     Args:
         cfg: cell size, de-speck and budget settings (shared with every mask).
@@ -73,7 +74,7 @@ class MotionMask(CellMask):
         """(H, W, 3) uint8 BGR frame -> (Hc, Wc) float32 foreground share per cell."""
         h, w = image.shape[:2]
         hc, wc = cell_grid(h, w, self.cfg.cell)
-        scale = min(1.0, self.video.motion_size / max(h, w))
+        scale = min(self.video.motion_scale, self.video.motion_size / max(h, w))
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -123,11 +124,13 @@ class FrameMask:
         full: whether it ran the full-frame base mask (warm-up or refresh).
         carried: (M, 6) [x1, y1, x2, y2, score, class] detections carried from the frames
             that last computed their unchanged regions (empty without reuse).
+        view: the frame's coarse grey copy that reuse compares (None without reuse).
     """
 
     mask: MaskResult
     full: bool
     carried: np.ndarray
+    view: np.ndarray | None = None
 
 
 class FrameMasks:
@@ -159,7 +162,7 @@ class FrameMasks:
         self.base = self._make(video.base, context)
         self.frames = 0
         self.persist = Persistence(video)
-        self.reuse = Reuse(cfg.cell, video.persist_margin, conf) if video.reuse else None
+        self.reuse = Reuse(cfg.cell, conf, video) if video.reuse else None
 
     def _make(self, name: str, context: dict[str, Any]) -> CellMask:
         if name == MotionMask.name:
@@ -184,12 +187,15 @@ class FrameMasks:
         cells = np.logical_or.reduce([p.cells for p in parts])
         scores = np.maximum.reduce([p.scores for p in parts])
         kept = self.persist.boxes
-        carried = np.zeros((0, 6), np.float32)
+        carried, view = np.zeros((0, 6), np.float32), None
+        if self.reuse is not None:
+            view = self.reuse.coarse(image)
         if self.reuse is not None and not full:
+            cells |= self.reuse.changed(view, cells.shape)
             cells, carried = self.reuse.split(cells, kept)
         else:
             cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)
-        return FrameMask(MaskResult(cells, scores, self.cfg.cell), full, carried)
+        return FrameMask(MaskResult(cells, scores, self.cfg.cell), full, carried, view)
 
     def update(
         self, frame: FrameMask, dets: np.ndarray, computed: np.ndarray | None = None
@@ -211,7 +217,7 @@ class FrameMasks:
         if self.reuse is not None:
             h, w = frame.mask.cells.shape
             cells = frame.mask.cells if computed is None else computed[:h, :w]
-            self.reuse.update(cells, out[~carried], frame.full)
+            self.reuse.update(cells, out[~carried], frame.full, frame.view)
         return out, carried
 
 

@@ -2,18 +2,28 @@
 
 A static camera's parked cars, moored boats and furniture give the same detections frame
 after frame. Between full frames (warm-up, refresh), a detection whose box, grown by a
-margin of context, saw no motion since the frame that computed it is carried forward
-(same box, score and class) instead of recomputed. What motion reaches is recomputed: the
-moving cells, and every stored detection or kept object whose region they touch, and, in
-turn, whatever those regions touch (so a region is either computed whole or carried
-whole). Full frames compute everything and restart the store from their detections.
+margin of context, saw no motion and no change since the frame that computed it is
+carried forward (same box, score and class) instead of recomputed. What motion or change
+reaches is recomputed: the moving cells (the background model's), the changed cells (a
+coarse copy of the frame against the one kept from when each cell was last computed: a
+background model learns a slow or stopped object into the background, a comparison with
+the computing frame does not), and every stored detection or kept object whose region
+they touch, and, in turn, whatever those regions touch (so a region is either computed
+whole or carried whole). Full frames compute everything and restart the store.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from sparse_yolo.postprocess import nms_boxes
+from sparse_yolo.video.config import VideoConfig
+
+# A pixel of the coarse copy has changed when it differs from the kept one by more than
+# this many grey levels, after the frame-wide brightness shift is taken out (sensor and
+# encoder noise stays under it: docs/video.md, "Sensor noise").
+CHANGE_LEVELS = 16
 
 
 def box_rects(boxes: np.ndarray, shape: tuple[int, int], cell: int, margin: int) -> np.ndarray:
@@ -65,14 +75,53 @@ class Reuse:
 
     Args:
         cell: cell edge in pixels.
-        margin: cells around a box that must see no motion for it to be carried (the
-            detector's context), and that are computed with it when motion comes.
         conf: detections at or above this score are stored (the output threshold).
+        video: ``persist_margin`` (cells around a box that must see no motion or change
+            for it to be carried: the detector's context; they are computed with it when
+            motion comes), ``motion_min`` (share of a cell's coarse pixels that must
+            change) and ``motion_size``/``motion_scale`` (the coarse copy's resolution).
     """
 
-    def __init__(self, cell: int, margin: int, conf: float) -> None:
-        self.cell, self.margin, self.conf = cell, margin, conf
+    def __init__(self, cell: int, conf: float, video: VideoConfig) -> None:
+        self.cell, self.conf, self.video = cell, conf, video
+        self.margin = video.persist_margin
         self.dets = np.zeros((0, 6), np.float32)  # (K, 6) [x1, y1, x2, y2, score, class]
+        self.kept: np.ndarray | None = None  # (h, w) coarse grey copy as each cell was computed
+        self.step = 1  # frame pixels per coarse pixel
+        self._grid: tuple | None = None  # (key, (h, w) cell index of each coarse pixel, counts)
+
+    def coarse(self, image: np.ndarray) -> np.ndarray:
+        """(h, w) int16 grey copy of an (H, W, 3) uint8 BGR frame: every ``step``-th pixel,
+        the step set by ``motion_size``/``motion_scale`` (sampling, not averaging: it costs
+        little at 4K, and the noise stays under ``CHANGE_LEVELS``)."""
+        h, w = image.shape[:2]
+        scale = min(self.video.motion_scale, self.video.motion_size / max(h, w))
+        self.step = max(1, round(1 / scale))
+        small = np.ascontiguousarray(image[:: self.step, :: self.step])
+        return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.int16)
+
+    def changed(self, view: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """(Hc, Wc) bool cells where at least ``motion_min`` of the coarse pixels changed
+        since the cell was last computed (all of them before a first frame is kept)."""
+        if self.kept is None or self.kept.shape != view.shape:
+            return np.ones(shape, bool)
+        diff = view - self.kept
+        diff -= int(np.median(diff[::4, ::4]))  # a global exposure change is not a change
+        index, counts = self._cells(view.shape, shape)
+        moved = np.bincount(index.ravel(), (np.abs(diff) > CHANGE_LEVELS).ravel(), counts.size)
+        share = moved / np.maximum(counts, 1)
+        return (share >= self.video.motion_min).reshape(shape)
+
+    def _cells(self, view_hw: tuple[int, int], shape: tuple[int, int]) -> tuple:
+        """(h, w) flat cell index of each coarse pixel and (Hc * Wc,) pixels per cell."""
+        key = (view_hw, shape, self.step)
+        if self._grid is None or self._grid[0] != key:
+            hc, wc = shape
+            rows = np.minimum(np.arange(view_hw[0]) * self.step // self.cell, hc - 1)
+            cols = np.minimum(np.arange(view_hw[1]) * self.step // self.cell, wc - 1)
+            index = rows[:, None] * wc + cols[None, :]
+            self._grid = (key, index, np.bincount(index.ravel(), minlength=hc * wc))
+        return self._grid[1], self._grid[2]
 
     def split(self, moving: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cells a frame computes and the detections it carries.
@@ -90,12 +139,20 @@ class Reuse:
         added = grow_through(active, box_rects(boxes, active.shape, self.cell, self.margin))
         return active, self.dets[~added[: len(self.dets)]]
 
-    def update(self, computed: np.ndarray, dets: np.ndarray, full: bool) -> None:
-        """After a frame: its computed (Hc, Wc) bool cells and its (N, 6) detections.
+    def update(self, computed: np.ndarray, dets: np.ndarray, full: bool, view: np.ndarray) -> None:
+        """After a frame: its computed (Hc, Wc) bool cells, its (N, 6) detections and its
+        coarse copy (:meth:`coarse`).
 
         A stored detection whose box reaches a computed cell is replaced by what that
-        computation found; a full frame replaces them all.
+        computation found, and the coarse copy of the computed cells is kept; a full frame
+        replaces them all.
         """
+        if full or self.kept is None or self.kept.shape != view.shape:
+            self.kept = view.copy()
+        else:
+            index, _ = self._cells(view.shape, computed.shape)
+            where = computed.ravel()[index]
+            self.kept[where] = view[where]
         old = self.dets[:0] if full else self.dets
         if len(old):
             rects = box_rects(old[:, :4], computed.shape, self.cell, 0)
