@@ -191,8 +191,8 @@ class FrameMasks:
         if self.reuse is not None:
             view = self.reuse.coarse(image)
         if self.reuse is not None and not full:
-            changed = self.reuse.changed(view, cells.shape)
-            cells, carried = self.reuse.split(cells, changed, kept)
+            cells |= self.reuse.changed(view, cells.shape)
+            cells, carried = self.reuse.split(cells, kept)
         else:
             cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)
         return FrameMask(MaskResult(cells, scores, self.cfg.cell), full, carried, view)

@@ -48,14 +48,12 @@ def box_rects(boxes: np.ndarray, shape: tuple[int, int], cell: int, margin: int)
     return np.stack([lo[:, 1], hi[:, 1], lo[:, 0], hi[:, 0]], 1)
 
 
-def grow_through(active: np.ndarray, rects: np.ndarray, touch: np.ndarray | None = None):
+def grow_through(active: np.ndarray, rects: np.ndarray) -> np.ndarray:
     """Add to ``active`` (in place) every rectangle it touches, until none more touches.
 
     Args:
         active: (Hc, Wc) bool cells.
         rects: (N, 4) [row0, row1, col0, col1] from :func:`box_rects`.
-        touch: (Hc, Wc) bool cells that also pull in the rectangles they touch, without
-            being added themselves (None: none).
 
     Returns:
         (N,) bool: the rectangles added.
@@ -66,7 +64,7 @@ def grow_through(active: np.ndarray, rects: np.ndarray, touch: np.ndarray | None
         grew = False
         for i in np.flatnonzero(~added):
             r0, r1, c0, c1 = rects[i]
-            if active[r0:r1, c0:c1].any() or (touch is not None and touch[r0:r1, c0:c1].any()):
+            if active[r0:r1, c0:c1].any():
                 active[r0:r1, c0:c1] = True
                 added[i] = grew = True
     return added
@@ -125,27 +123,20 @@ class Reuse:
             self._grid = (key, index, np.bincount(index.ravel(), minlength=hc * wc))
         return self._grid[1], self._grid[2]
 
-    def split(
-        self, moving: np.ndarray, changed: np.ndarray, objects: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def split(self, moving: np.ndarray, objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cells a frame computes and the detections it carries.
 
         Args:
             moving: (Hc, Wc) bool cells the frame's masks marked (motion).
-            changed: (Hc, Wc) bool cells changed since last computed (:meth:`changed`):
-                they make the regions they touch computed; alone (no stored detection or
-                kept object there) they are not computed, new objects are motion's.
             objects: (N, 4) xyxy pixels of the kept objects (persistence).
 
         Returns:
             (Hc, Wc) bool cells to compute: ``moving`` grown through every stored
-            detection and kept object whose region it or ``changed`` touches; (M, 6)
-            carried detections.
+            detection and kept object whose region it touches; (M, 6) carried detections.
         """
         active = moving.copy()
         boxes = np.concatenate([self.dets[:, :4], np.asarray(objects, np.float32)])
-        rects = box_rects(boxes, active.shape, self.cell, self.margin)
-        added = grow_through(active, rects, changed)
+        added = grow_through(active, box_rects(boxes, active.shape, self.cell, self.margin))
         return active, self.dets[~added[: len(self.dets)]]
 
     def update(self, computed: np.ndarray, dets: np.ndarray, full: bool, view: np.ndarray) -> None:
