@@ -74,6 +74,16 @@ def test_nodata_never_activates_cells():
     assert not res.cells[:, : 256 // CELL].any()
 
 
+def test_cells_without_pixels_of_the_image_stay_inactive():
+    """The grid covers the frame padded to 32 px; an object at the bottom-right corner marks
+    its cells and their context, but not the padding cells beyond the frame."""
+    img = plain(136, 140)  # grid 10 x 10: row 9 (144-160 px) and column 9 hold no pixel
+    put_object(img, 118, 120, size=16)
+    res = make_mask(MaskConfig(context=2))(img)
+    assert res.cells[cell_of(125, 125)] and res.cells[5, 5]  # the object and its context
+    assert not res.cells[9].any() and not res.cells[:, 9].any()
+
+
 def test_all_mask_and_registry():
     res = make_mask(MaskConfig(name="all"))(plain(100, 130))
     assert res.cells.all() and res.cells.shape == (8, 10)
@@ -101,11 +111,12 @@ def test_coarse_mask_needs_the_detector():
         make_mask(MaskConfig(name="coarse"))(plain(64, 64))
 
 
-@pytest.mark.parametrize(("h", "w"), [(203, 317), (64, 96), (2, 40)])
+@pytest.mark.parametrize(("h", "w"), [(203, 317), (64, 96), (2, 40), (129, 33), (300, 70)])
 def test_gradient_scores_on_the_device_equal_opencv(h, w):
     """The torch gradient mask (what runs on CUDA, from the frame uploaded for the stem) is
     bit-exact with OpenCV's: fixed-point grey, reflect-101 Sobel, saturation at 255 (hard
-    0/255 edges), half-to-even rounding, cell means over a frame padded to 32 px."""
+    0/255 edges), half-to-even rounding, cell means over a frame padded to 32 px, whatever
+    the strips the CPU path cuts the frame into."""
     rng = np.random.default_rng(h)
     img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     img[: h // 2, : w // 3] = 255
@@ -214,6 +225,22 @@ def test_shipped_learned_mask_marks_pasted_objects_not_the_texture(shared):
     assert centres_covered(res.cells, CELL, f.boxes).all()
     near = perfect_cells(f.boxes, res.cells.shape, CELL, margin=3)
     assert res.cells[~near].mean() <= bare + 0.03  # objects do not light up the texture
+
+
+@pytest.mark.parametrize("name", ["OSBS_029.tif", "water"])
+def test_shipped_learned_mask_leaves_held_out_forest_and_water_dark(shared, name):
+    """Object-free real texture the net never saw (issue 11: <= 10% of the cells): the right
+    half of the OSBS forest tile, and boats.jpg's open water right of its training half,
+    mirror-tiled to 1024 px (waves, no boats)."""
+    if name == "water":
+        src = cv2.imread(str(shared / "data" / "aerial" / "boats.jpg"))[620:1060, 960:1200]
+        block = np.concatenate([src, src[:, ::-1]], 1)
+        image = np.tile(np.concatenate([block, block[::-1]], 0), (2, 3, 1))[:1024, :1024]
+        valid = None
+    else:
+        image, valid = held_out_half(shared, "geotiff/" + name)
+    res = make_mask(MaskConfig(name="learned"))(np.ascontiguousarray(image), valid)
+    assert res.active_fraction <= 0.10
 
 
 def test_shipped_learned_scores_do_not_depend_on_the_tile(shared):

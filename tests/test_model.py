@@ -261,3 +261,20 @@ def test_checkpoint_with_an_old_mask_net_still_loads_the_detector(tmp_path):
     theirs = loaded.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_checkpoint_with_a_version_2_mask_net_keeps_it(tmp_path):
+    """A mask net saved in the version-2 input layout (a 1 x 1 first layer over 12 block
+    channels) is converted on load, not dropped: same weights, rearranged."""
+    torch.manual_seed(0)
+    model = SparseYOLO(ModelConfig(scale="tiny", nc=1, names=("person",), mask_net=True))
+    path = tmp_path / "v2.pt"
+    model.save(path)
+    ckpt = torch.load(path, weights_only=False)
+    key = "mask_net.body.0.conv.weight"
+    w = ckpt["state_dict"][key]  # (o, 6, 2, 1): [o, dx * 3 + c, dy]
+    ckpt["state_dict"][key] = w[..., 0].permute(0, 2, 1).reshape(w.shape[0], 12, 1, 1)
+    torch.save(ckpt, path)
+    loaded = load_model(path)
+    assert loaded.mask_net is not None
+    assert torch.equal(loaded.mask_net.body[0].conv.weight, w)

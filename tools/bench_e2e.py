@@ -108,13 +108,18 @@ WATER_CROP = (slice(620, 1060), slice(900, 1200))  # boats.jpg: open water, no b
 SPECK_PATCH = (65, 85)  # (h, w) px: one speck in each
 
 
+def mirror_tile(src: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(height, width, 3) uint8: ``src`` tiled with every other copy mirrored (no seams)."""
+    block = np.concatenate([src, src[:, ::-1]], 1)
+    block = np.concatenate([block, block[::-1]], 0)
+    reps = (-(-height // block.shape[0]), -(-width // block.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(block, reps)[:height, :width])
+
+
 def water_tile(seed: int, side: int = 4096) -> np.ndarray:
     """(side, side, 3) uint8 BGR: real water texture, mirror-tiled, with bright specks."""
     src = cv2.imread(str(shared_dir() / "data" / "aerial" / "boats.jpg"))[WATER_CROP]
-    block = np.concatenate([src, src[:, ::-1]], 1)
-    block = np.concatenate([block, block[::-1]], 0)  # seamless when tiled
-    reps = (-(-side // block.shape[0]), -(-side // block.shape[1]), 1)
-    image = np.ascontiguousarray(np.tile(block, reps)[:side, :side])
+    image = mirror_tile(src, side, side)
     rng = np.random.default_rng(seed)
     ph, pw = SPECK_PATCH
     for y0 in range(0, side - ph + 1, ph):

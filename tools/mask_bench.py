@@ -1,8 +1,9 @@
 """Mask benchmark on real imagery: what each mask marks, covers, keeps and costs.
 
 For every image under --data (recursively; labels found beside it, see ``find_labels``), a
-synthetic 4K urban mosaic (:func:`sparse_yolo.bench.scenes.urban_scene`) and a 4K frame of real
-texture with a few real objects pasted on it (``textured_frame``), and for each mask:
+synthetic 4K urban mosaic (:func:`sparse_yolo.bench.scenes.urban_scene`), a 4K frame of real
+texture with a few real objects pasted on it (``textured_frame``) and a 4K frame of real
+object-free water with waves (``water_frame``), and for each mask:
 
 * ``cells``: share of cells the mask marks; ``windows``: share of the stride-8 grid the
   dense windows cover; ``computed``: share of cells the engine computed (``auto`` promotes a
@@ -127,6 +128,22 @@ def textured_frame(data: Path, seed: int, n: int = 30) -> Frame:
     )
 
 
+# boats.jpg's open water right of the learned net's training half (x >= 960): held-out pixels
+HELD_OUT_WATER = (slice(620, 1060), slice(960, 1200))
+
+
+def water_frame(data: Path) -> Frame:
+    """A 4K frame of real, object-free water with waves: the held-out part of boats.jpg's
+    open water, mirror-tiled (no seams) to 3840 x 2160."""
+    from bench_e2e import mirror_tile  # noqa: PLC0415
+
+    src = cv2.imread(str(data / "aerial" / "boats.jpg"))[HELD_OUT_WATER]
+    image = mirror_tile(src, 2160, 3840)
+    return Frame(
+        "water 4K (boats.jpg held-out water, mirrored)", image, np.ones((2160, 3840), bool), None
+    )
+
+
 def timed(fn, rounds: int):
     best, out = math.inf, None
     for _ in range(rounds):
@@ -238,7 +255,11 @@ def main() -> None:
     model = load_model(args.weights)
     frames = read_frames(args.data)
     if not args.no_mosaic:
-        frames += [mosaic_frame(args.seed), textured_frame(args.data, args.seed)]
+        frames += [
+            mosaic_frame(args.seed),
+            textured_frame(args.data, args.seed),
+            water_frame(args.data),
+        ]
     if args.only:
         frames = [f for f in frames if any(k in f.name for k in args.only)]
     rows: list[Row] = []

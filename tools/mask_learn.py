@@ -25,6 +25,7 @@ pooled coverage against cells marked over a sweep of cell probabilities. Writes 
 
 Usage:
   nice -n 19 env PYTHONPATH=$PWD python tools/mask_learn.py [--steps 2500] [-o masknet.pt]
+  nice -n 19 env PYTHONPATH=$PWD python tools/mask_learn.py --evaluate sparse_yolo/masks/masknet.pt
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from sparse_yolo.detector import Detector
 from sparse_yolo.masks import make_mask
 from sparse_yolo.masks.measure import centres_covered
 from sparse_yolo.model.loading import load_model
-from sparse_yolo.model.masknet import save_mask_net
+from sparse_yolo.model.masknet import load_mask_net, save_mask_net
 from sparse_yolo.train.maskfit import FitConfig, Frame, calibrate_threshold, finish, fit_mask_net
 from sparse_yolo.train.synth import Composer, object_crops
 
@@ -171,10 +172,19 @@ def main() -> None:
     ap.add_argument("--cell", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("-o", "--output", type=Path, default=Path("masknet.pt"))
+    ap.add_argument(
+        "--evaluate",
+        type=Path,
+        metavar="NET",
+        help="only judge this saved net (e.g. the shipped one)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     train_side, held = regions(args.data, args.weights, args.teacher_conf)
+    if args.evaluate:
+        evaluate(load_mask_net(args.evaluate), held, args.cell)
+        return
     train, calib_strips = [], []
     for r in train_side:  # the bottom quarter calibrates the threshold, unseen by training
         h, w = r.image.shape[:2]

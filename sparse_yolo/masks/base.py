@@ -166,6 +166,10 @@ class CellMask:
         cells = postprocess(cells, s, strong, self.cfg)
         if valid is not None:  # not even the context margin reaches nodata or outside an ROI
             cells &= cell_any(valid, self.cfg.cell, s.shape)
+        else:  # nor the padding to a multiple of 32 px: cells holding no pixel of the image
+            c = self.cfg.cell
+            cells[-(-image.shape[0] // c) :] = False
+            cells[:, -(-image.shape[1] // c) :] = False
         return MaskResult(cells, s, self.cfg.cell)
 
 

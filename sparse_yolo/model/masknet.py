@@ -39,8 +39,11 @@ DEFAULT_THRESHOLD = 0.3
 
 
 def half_frame(image: np.ndarray) -> np.ndarray:
-    """The frame at half resolution (OpenCV ``INTER_AREA``), zero-padded to half the grid of a
-    frame padded to a multiple of 32 (like :func:`sparse_yolo.masks.cell_grid`).
+    """The frame at half resolution (OpenCV ``INTER_AREA``), padded to half the grid of a frame
+    padded to a multiple of 32 (like :func:`sparse_yolo.masks.cell_grid`).
+
+    The padding mirrors the frame (OpenCV ``BORDER_REFLECT_101``): a black band would be an
+    edge the net never saw in training and marks the cells along it.
 
     Args:
         image: (H, W, 3) uint8 BGR.
@@ -51,11 +54,14 @@ def half_frame(image: np.ndarray) -> np.ndarray:
     h, w = image.shape[:2]
     h2, w2 = -(-h // 2) * 2, -(-w // 2) * 2
     if (h2, w2) != (h, w):  # whole 2 x 2 blocks only; the rest is padded at 1/2
-        image = cv2.copyMakeBorder(image, 0, h2 - h, 0, w2 - w, cv2.BORDER_CONSTANT, value=0)
+        image = cv2.copyMakeBorder(image, 0, h2 - h, 0, w2 - w, cv2.BORDER_REPLICATE)
     small = cv2.resize(image, (w2 // 2, h2 // 2), interpolation=cv2.INTER_AREA)
     hp, wp = padded(h) // 2, padded(w) // 2
     pad_y, pad_x = hp - small.shape[0], wp - small.shape[1]
-    return cv2.copyMakeBorder(small, 0, pad_y, 0, pad_x, cv2.BORDER_CONSTANT, value=0)
+    mode = (
+        cv2.BORDER_REFLECT_101 if min(small.shape[:2]) > max(pad_y, pad_x) else cv2.BORDER_REPLICATE
+    )
+    return cv2.copyMakeBorder(small, 0, pad_y, 0, pad_x, mode)
 
 
 def mask_features(image: np.ndarray) -> np.ndarray:
@@ -91,9 +97,12 @@ def mask_features_torch(image: torch.Tensor) -> torch.Tensor:
         (1, 6, Hp / 2, Wp / 4) float32 on the same device.
     """
     h, w = image.shape[:2]
-    x = image.permute(2, 0, 1).float()
-    x = F.pad(x, (0, padded(w) - w, 0, padded(h) - h))
-    half = F.avg_pool2d(x[None], 2) / 255.0  # (1, 3, Hp / 2, Wp / 2)
+    x = image.permute(2, 0, 1).float()[None]
+    x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+    half = F.avg_pool2d(x, 2) / 255.0  # (1, 3, H / 2, W / 2), rounded up
+    pad_y, pad_x = padded(h) // 2 - half.shape[2], padded(w) // 2 - half.shape[3]
+    mode = "reflect" if min(half.shape[2:]) > max(pad_y, pad_x) else "replicate"
+    half = F.pad(half, (0, pad_x, 0, pad_y), mode=mode)  # as half_frame's padding
     return _as_input(half.permute(0, 2, 3, 1).contiguous())
 
 
