@@ -118,6 +118,113 @@ def matched(ref, boxes: np.ndarray, classes: np.ndarray) -> int:
     return int(hits(ref, boxes, classes).sum())
 
 
+class Tally:
+    """Times and matches of every method over one clip (see the module docstring)."""
+
+    def __init__(self, videos: dict[str, VideoConfig]) -> None:
+        self.videos = videos
+        self.seconds = dict.fromkeys(["dense", "gradient", *videos], 0.0)
+        self.per_frame: dict[str, list[float]] = {k: [] for k in ["dense", *videos]}
+        self.found = dict.fromkeys(["gradient", "dense_prev", *videos], 0)
+        self.confident_found = dict.fromkeys(videos, 0)
+        self.steady_found = dict.fromkeys(videos, 0)
+        self.dets = {k: [0, 0] for k in videos}  # detections, of which dense has them too
+        self.stats = {k: StreamStats() for k in videos}
+        self.total = self.confident = self.prev_total = self.steady_total = 0
+        self.change: list[dict[str, float]] = []
+
+    def add_video(self, results: tuple) -> None:
+        """One frame's result of every video path, in ``videos`` order."""
+        for k, r in zip(self.videos, results, strict=True):
+            self.stats[k].add(r)
+            t = r.seconds["total"] - r.seconds["decode"]
+            self.seconds[k] += t
+            self.per_frame[k].append(t)
+
+    def timed(self, method: str, det: Detector, image: np.ndarray):
+        """``det`` on ``image``, timed as ``method``."""
+        t0 = time.perf_counter()
+        out = det.predict_array(image)
+        self.seconds[method] += time.perf_counter() - t0
+        if method == "dense":
+            self.per_frame["dense"].append(time.perf_counter() - t0)
+        return out
+
+    def add_sample(self, ref, results: tuple, gradient) -> dict[str, np.ndarray]:
+        """Match a sampled frame's paths against dense ``ref``; returns each path's hits."""
+        self.found["gradient"] += matched(ref, gradient.boxes, gradient.classes)
+        self.total += len(ref)
+        sure = ref.scores >= CONFIDENT
+        self.confident += int(sure.sum())
+        gots = {}
+        for k, r in zip(self.videos, results, strict=True):
+            got = gots[k] = hits(ref, r.detections.boxes, r.detections.classes)
+            self.found[k] += int(got.sum())
+            self.confident_found[k] += int(got[sure].sum())
+            self.dets[k][0] += len(r)
+            self.dets[k][1] += int(hits(r.detections, ref.boxes, ref.classes).sum())
+        return gots
+
+    def add_previous(self, ref, prev, gots: dict[str, np.ndarray], change: dict) -> None:
+        """Dense on the frame before (``prev``) against dense on the frame (``ref``)."""
+        steady = hits(ref, prev.boxes, prev.classes)
+        self.found["dense_prev"] += int(steady.sum())
+        self.prev_total += len(ref)
+        self.steady_total += int(steady.sum())
+        for k, got in gots.items():
+            self.steady_found[k] += int((got & steady).sum())
+        self.change.append(change)
+
+    def report(self, name: str, every: int) -> dict:
+        videos, seconds, per_frame = self.videos, self.seconds, self.per_frame
+        n = self.stats[next(iter(videos))].frames
+        sampled = len(range(0, n, every))
+        fps = {k: sampled / seconds[k] for k in ("dense", "gradient")}
+        fps.update({k: n / seconds[k] for k in videos})
+        dense_median = float(np.median(per_frame["dense"]))
+        ms = lambda v: round(1e3 * v)  # noqa: E731
+        share = lambda found, of: {k: round(v / max(1, of), 4) for k, v in found.items()}  # noqa: E731
+        changes = {
+            k: round(float(np.median([c[k] for c in self.change])), 3)
+            for k in (self.change[0] if self.change else {})
+        }
+        return {
+            "clip": name,
+            "frames": n,
+            "dense_frames": sampled,
+            "dense_detections": self.total,
+            "dense_confident": self.confident,
+            "dense_ms_per_frame": {
+                "mean": ms(seconds["dense"] / sampled),
+                "min": ms(min(per_frame["dense"])),
+                "max": ms(max(per_frame["dense"])),
+            },
+            "frame_change_median": changes,
+            "fps": {k: round(v, 2) for k, v in fps.items()},
+            "speedup_vs_dense": {k: round(v / fps["dense"], 2) for k, v in fps.items()},
+            "median_frame_speedup": {
+                k: round(dense_median / float(np.median(per_frame[k])), 2) for k in videos
+            },
+            "video_ms_per_frame": {
+                k: {
+                    "first": ms(per_frame[k][0]),
+                    "median": ms(float(np.median(per_frame[k]))),
+                    "max": ms(max(per_frame[k])),
+                }
+                for k in videos
+            },
+            "share_of_dense": share(self.found, self.total)
+            | {"dense_prev": round(self.found["dense_prev"] / max(1, self.prev_total), 4)},
+            "share_of_confident": share(self.confident_found, self.confident),
+            "share_of_steady": share(self.steady_found, self.steady_total),
+            "video_dets_dense_has": {
+                k: round(v[1] / max(1, v[0]), 4) for k, v in self.dets.items()
+            },
+            "video_stats": {k: s.as_dict() for k, s in self.stats.items()},
+            "configs": {k: dataclasses.asdict(c) for k, c in videos.items()},
+        }
+
+
 def bench(
     name: str,
     frames: Iterator[Frame],
@@ -132,104 +239,23 @@ def bench(
     gradient = Detector(base.model, device="cpu", mask="gradient")
     frames = _warm(frames, dense)
     copies = itertools.tee(frames, len(videos))
-    paths = {
-        k: stream(Detector(base.model, device="cpu"), c, cfg)
-        for (k, cfg), c in zip(videos.items(), copies, strict=True)
-    }
-    seconds = dict.fromkeys(["dense", "gradient", *videos], 0.0)
-    per_frame: dict[str, list[float]] = {k: [] for k in ["dense", *videos]}
-    found = dict.fromkeys(["gradient", "dense_prev", *videos], 0)
-    confident_found = dict.fromkeys(videos, 0)
-    steady_found = dict.fromkeys(videos, 0)
-    dets = {k: [0, 0] for k in videos}  # detections, of which dense has them too
-    stats = {k: StreamStats() for k in videos}
-    total = confident = prev_total = steady_total = 0
-    change: list[dict[str, float]] = []
+    paths = [
+        stream(Detector(base.model, device="cpu"), c, cfg)
+        for cfg, c in zip(videos.values(), copies, strict=True)
+    ]
+    tally = Tally(videos)
     previous = None
-    bar = tqdm(zip(*paths.values(), strict=True), total=count, unit="frame", desc=name)
-    for rs in bar:
+    for rs in tqdm(zip(*paths, strict=True), total=count, unit="frame", desc=name):
         image = rs[0].image
-        for k, r in zip(videos, rs, strict=True):
-            stats[k].add(r)
-            t = r.seconds["total"] - r.seconds["decode"]
-            seconds[k] += t
-            per_frame[k].append(t)
-        if rs[0].frame_index % every:
-            previous = image
-            continue
-        for method, det in (("dense", dense), ("gradient", gradient)):
-            t0 = time.perf_counter()
-            out = det.predict_array(image)
-            seconds[method] += time.perf_counter() - t0
-            if method == "dense":
-                ref = out
-                per_frame["dense"].append(time.perf_counter() - t0)
-            else:
-                found[method] += matched(ref, out.boxes, out.classes)
-        total += len(ref)
-        sure = ref.scores >= CONFIDENT
-        confident += int(sure.sum())
-        gots = {}
-        for k, r in zip(videos, rs, strict=True):
-            got = gots[k] = hits(ref, r.detections.boxes, r.detections.classes)
-            found[k] += int(got.sum())
-            confident_found[k] += int(got[sure].sum())
-            dets[k][0] += len(r)
-            dets[k][1] += int(hits(r.detections, ref.boxes, ref.classes).sum())
-        if previous is not None:  # the ceiling: dense against itself one frame apart
-            prev = dense.predict_array(previous)
-            steady = hits(ref, prev.boxes, prev.classes)
-            found["dense_prev"] += int(steady.sum())
-            prev_total += len(ref)
-            steady_total += int(steady.sum())
-            for k, got in gots.items():
-                steady_found[k] += int((got & steady).sum())
-            change.append(synth.frame_change(image, previous))
+        tally.add_video(rs)
+        if rs[0].frame_index % every == 0:
+            ref = tally.timed("dense", dense, image)
+            gots = tally.add_sample(ref, rs, tally.timed("gradient", gradient, image))
+            if previous is not None:  # the ceiling: dense against itself one frame apart
+                prev = dense.predict_array(previous)
+                tally.add_previous(ref, prev, gots, synth.frame_change(image, previous))
         previous = image
-    n = stats[next(iter(videos))].frames
-    sampled = len(range(0, n, every))
-    fps = {k: sampled / seconds[k] for k in ("dense", "gradient")}
-    fps.update({k: n / seconds[k] for k in videos})
-    dense_median = float(np.median(per_frame["dense"]))
-    return {
-        "clip": name,
-        "frames": n,
-        "dense_frames": sampled,
-        "dense_detections": total,
-        "dense_confident": confident,
-        "dense_ms_per_frame": {
-            "mean": round(1e3 * seconds["dense"] / sampled),
-            "min": round(1e3 * min(per_frame["dense"])),
-            "max": round(1e3 * max(per_frame["dense"])),
-        },
-        "frame_change_median": {
-            k: round(float(np.median([c[k] for c in change])), 3) for k in change[0]
-        }
-        if change
-        else {},
-        "fps": {k: round(v, 2) for k, v in fps.items()},
-        "speedup_vs_dense": {k: round(v / fps["dense"], 2) for k, v in fps.items()},
-        "median_frame_speedup": {
-            k: round(dense_median / float(np.median(per_frame[k])), 2) for k in videos
-        },
-        "video_ms_per_frame": {
-            k: {
-                "first": round(1e3 * per_frame[k][0]),
-                "median": round(1e3 * float(np.median(per_frame[k]))),
-                "max": round(1e3 * max(per_frame[k])),
-            }
-            for k in videos
-        },
-        "share_of_dense": {k: round(v / max(1, total), 4) for k, v in found.items()}
-        | {"dense_prev": round(found["dense_prev"] / max(1, prev_total), 4)},
-        "share_of_confident": {
-            k: round(v / max(1, confident), 4) for k, v in confident_found.items()
-        },
-        "share_of_steady": {k: round(v / max(1, steady_total), 4) for k, v in steady_found.items()},
-        "video_dets_dense_has": {k: round(v[1] / max(1, v[0]), 4) for k, v in dets.items()},
-        "video_stats": {k: s.as_dict() for k, s in stats.items()},
-        "configs": {k: dataclasses.asdict(c) for k, c in videos.items()},
-    }
+    return tally.report(name, every)
 
 
 def _warm(frames: Iterator[Frame], dense: Detector) -> Iterator[Frame]:

@@ -36,9 +36,10 @@ def video_options(f):
         click.option(
             "--reuse/--no-reuse",
             default=None,
-            help="Carry the detections of regions that saw no motion since they were computed "
-            "(parked cars, furniture) instead of recomputing them; motion near one recomputes "
-            "it, and refreshes recompute everything (default: on).",
+            help="Carry the detections of regions that saw no motion or change since they were "
+            "computed (parked cars, furniture) instead of recomputing them; motion or change "
+            "near one recomputes it, refreshes recompute everything (default: on; off can be "
+            "faster on small frames where little stays still).",
         ),
         click.option(
             "--video-masks",
