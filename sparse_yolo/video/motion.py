@@ -188,10 +188,13 @@ class FrameMasks:
         scores = np.maximum.reduce([p.scores for p in parts])
         kept = self.persist.boxes
         carried, view = np.zeros((0, 6), np.float32), None
-        if self.reuse is not None:
+        # Nothing stored or kept: nothing could be carried, and what enters moves.
+        idle = not full and not len(kept) and (self.reuse is None or not len(self.reuse.dets))
+        if self.reuse is not None and not idle:
             view = self.reuse.coarse(image)
         if self.reuse is not None and not full:
-            cells |= self.reuse.changed(view, cells.shape)
+            if view is not None:
+                cells |= self.reuse.changed(view, cells.shape)
             cells, carried = self.reuse.split(cells, kept)
         else:
             cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)

@@ -139,15 +139,19 @@ class Reuse:
         added = grow_through(active, box_rects(boxes, active.shape, self.cell, self.margin))
         return active, self.dets[~added[: len(self.dets)]]
 
-    def update(self, computed: np.ndarray, dets: np.ndarray, full: bool, view: np.ndarray) -> None:
+    def update(
+        self, computed: np.ndarray, dets: np.ndarray, full: bool, view: np.ndarray | None
+    ) -> None:
         """After a frame: its computed (Hc, Wc) bool cells, its (N, 6) detections and its
-        coarse copy (:meth:`coarse`).
+        coarse copy (:meth:`coarse`; None when it had nothing stored to compare).
 
         A stored detection whose box reaches a computed cell is replaced by what that
         computation found, and the coarse copy of the computed cells is kept; a full frame
         replaces them all.
         """
-        if full or self.kept is None or self.kept.shape != view.shape:
+        if view is None:
+            pass  # not looked at: the kept copy grows older, so later comparisons flag more
+        elif full or self.kept is None or self.kept.shape != view.shape:
             self.kept = view.copy()
         else:
             index, _ = self._cells(view.shape, computed.shape)
