@@ -40,8 +40,9 @@ def yolo(clip):
 
 @pytest.fixture(scope="module")
 def tracked(clip, yolo):
-    """Every frame of the clip through the default video settings, with ByteTrack."""
-    return list(stream(yolo, clip.path, VideoConfig(refresh=0, track="bytetrack")))
+    """Every frame of the clip through the default video settings, with ByteTrack and reuse
+    (which a frame this small leaves off by default)."""
+    return list(stream(yolo, clip.path, VideoConfig(refresh=0, track="bytetrack", reuse=True)))
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_object_moving_next_to_a_carried_one_gets_it_recomputed(passing, yolo):
     mask, a fresh score) once the walker comes within the car's margin, found throughout;
     and the same clip gives the same results twice."""
     path, car, walker = passing
-    runs = [list(stream(yolo, path, VideoConfig(refresh=0))) for _ in range(2)]
+    runs = [list(stream(yolo, path, VideoConfig(refresh=0, reuse=True))) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         assert np.array_equal(a.detections.boxes, b.detections.boxes)
         assert np.array_equal(a.detections.scores, b.detections.scores)

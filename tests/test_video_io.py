@@ -310,6 +310,17 @@ def test_reuse_sees_changes_since_a_cell_was_computed():
     assert not reuse.changed(reuse.coarse(drifted), grid.shape).any()
 
 
+def test_reuse_by_default_on_full_hd_and_larger():
+    small, large = np.zeros((432, 768, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8)
+    for image, on in ((small, False), (large, True)):
+        masks = FrameMasks(MaskConfig(), VideoConfig())
+        masks(image)
+        assert (masks.reuse is not None) is on
+    masks = FrameMasks(MaskConfig(), VideoConfig(reuse=True))
+    masks(small)
+    assert masks.reuse is not None
+
+
 def test_merge_carried_prefers_computed():
     computed = np.array([[0, 0, 10, 10, 0.3, 1], [50, 50, 60, 60, 0.2, 1]], np.float32)
     carried = np.array([[1, 0, 11, 10, 0.9, 1], [1, 0, 11, 10, 0.5, 2], [80, 80, 90, 90, 0.4, 1]])

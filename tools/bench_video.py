@@ -3,9 +3,10 @@
 In one process, frame by frame in lockstep (so machine load hits every method alike),
 each frame goes through
 
-* ``video``: the default video path (motion + persistence + refresh + reuse of unchanged
-  regions' detections, ``stream``); ``video_noreuse``: the same without reuse
-  (``--reuse both``, the default, runs both in lockstep),
+* ``video``: the default video path (motion + persistence + refresh, ``stream``) with
+  reuse of unchanged regions' detections; ``video_noreuse``: the same without reuse
+  (``--reuse both``, the default, runs both in lockstep; left to itself the video path
+  reuses on frames of 1920x1080 and larger),
 * ``dense``: every cell at full resolution (``--mask all``), the reference,
 * ``gradient``: the per-frame still-image ``gradient`` mask,
 

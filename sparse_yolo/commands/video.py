@@ -38,8 +38,8 @@ def video_options(f):
             default=None,
             help="Carry the detections of regions that saw no motion or change since they were "
             "computed (parked cars, furniture) instead of recomputing them; motion or change "
-            "near one recomputes it, refreshes recompute everything (default: on; off can be "
-            "faster on small frames where little stays still).",
+            "near one recomputes it, refreshes recompute everything (default: on for frames of "
+            "1920x1080 and larger; on small frames recomputing is as cheap).",
         ),
         click.option(
             "--video-masks",

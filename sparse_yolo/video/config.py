@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUBTRACTORS = ("mog2", "knn")
+# With ``reuse=None``, frames of at least this many pixels (1920 x 1080) reuse.
+REUSE_MIN_PIXELS = 1920 * 1080
 TRACKERS = ("bytetrack", "botsort")
 
 
@@ -43,8 +45,10 @@ class VideoConfig:
         persist_frames: a kept object with no overlapping box for this many frames in a
             row is dropped.
         reuse: carry detections whose region (box and ``persist_margin`` cells) saw no
-            motion since the frame that computed them, instead of recomputing them;
-            full frames recompute everything.
+            motion or change since the frame that computed them, instead of recomputing
+            them; full frames recompute everything. None (default): on for frames of at
+            least ``REUSE_MIN_PIXELS`` (Full HD), where it saves most; on small frames
+            its bookkeeping can cost more than recomputing the few kept objects saves.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
         motion_size: the background model runs at a long side of at most this many pixels
             and at most ``motion_scale`` of the frame's resolution.
@@ -72,7 +76,7 @@ class VideoConfig:
     persist_keep: float = 0.1
     persist_margin: int = 2
     persist_frames: int = 5
-    reuse: bool = True
+    reuse: bool | None = None
     subtractor: str = "mog2"
     motion_size: int = 640
     motion_scale: float = 0.5

@@ -32,7 +32,7 @@ from torchvision.ops import box_iou
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.masks import CellMask, MaskResult, cell_grid, make_mask
-from sparse_yolo.video.config import VideoConfig
+from sparse_yolo.video.config import REUSE_MIN_PIXELS, VideoConfig
 from sparse_yolo.video.reuse import Reuse, box_rects, merge_carried
 
 # A box at least this IoU with a kept object is that object again (it moved or its score
@@ -162,7 +162,8 @@ class FrameMasks:
         self.base = self._make(video.base, context)
         self.frames = 0
         self.persist = Persistence(video)
-        self.reuse = Reuse(cfg.cell, conf, video) if video.reuse else None
+        self.reuse: Reuse | None = None
+        self._conf = conf
 
     def _make(self, name: str, context: dict[str, Any]) -> CellMask:
         if name == MotionMask.name:
@@ -179,6 +180,8 @@ class FrameMasks:
 
         Every mask sees every frame, so background models keep learning on full frames.
         """
+        if self.frames == 0 and _reuses(self.video, image.shape[:2]):
+            self.reuse = Reuse(self.cfg.cell, self._conf, self.video)
         full = self.is_full(self.frames)
         self.frames += 1
         parts = [m(image) for m in self.masks]
@@ -222,6 +225,13 @@ class FrameMasks:
             cells = frame.mask.cells if computed is None else computed[:h, :w]
             self.reuse.update(cells, out[~carried], frame.full, frame.view)
         return out, carried
+
+
+def _reuses(video: VideoConfig, hw: tuple[int, int]) -> bool:
+    """Whether a stream of (H, W) frames reuses (``video.reuse``; None: by frame size)."""
+    if video.reuse is None:
+        return hw[0] * hw[1] >= REUSE_MIN_PIXELS
+    return video.reuse
 
 
 class Persistence:
