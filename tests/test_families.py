@@ -224,3 +224,28 @@ def test_lean_neck_chains_equal_ultralytics_modules(checkpoints, name, nc, e2e, 
     for a, b in zip(fast, ref, strict=True):
         assert b.abs().max() > 0.1
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("name", "nc", "e2e"), FAMILIES)
+def test_traced_remainder_equals_the_eager_network(checkpoints, name, nc, e2e):
+    """The engine's CPU trace of the remainder's feature network (backbone after the stem,
+    neck) gives the eager network's maps bit for bit on windows of other batch sizes and
+    shapes than the one it was traced on; a family it cannot trace exactly (a layer reading
+    its input's shape) would keep the eager network; every family here is traced."""
+    from sparse_yolo.engine.traced import TracedFeatures
+
+    model = load_model(checkpoints(name, nc, e2e)).fused().to(memory_format=torch.channels_last)
+    be = make_backend("dense")
+    traced = TracedFeatures(model)
+    with torch.inference_mode():
+        for hw, batch in (((128, 192), 1), ((64, 128), 3), ((192, 64), 2)):
+            frame = torch.from_numpy(cv2.resize(_image(), hw[::-1]))
+            cells = torch.ones(hw[0] // 16, hw[1] // 16, dtype=torch.bool)
+            outs = [be.grid(f) for f in run_stem(model.stem, be, frame, ActivePyramid(cells, 16))]
+            outs = [
+                torch.cat([o] * batch).contiguous(memory_format=torch.channels_last) for o in outs
+            ]
+            want, got = model.features(outs), traced(outs)
+            assert len(got) == len(want)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert traced.traced

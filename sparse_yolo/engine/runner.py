@@ -24,6 +24,7 @@ from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
 from sparse_yolo.engine.lanes import run_in_lanes
 from sparse_yolo.engine.policy import CostTable, choose
+from sparse_yolo.engine.traced import TracedFeatures
 from sparse_yolo.engine.windows import group_by_shape, plan_windows
 from sparse_yolo.imageops import bgr_to_batch, padded
 from sparse_yolo.masks import MaskResult
@@ -119,14 +120,13 @@ class SparseEngine:
                 if isinstance(m, Detect):  # anchors made inside each graph, not shared state
                     m.dynamic = True
         self._staging = HostStaging(self.device) if cuda else None
-        # The last frame's windows and active pyramid (with its neighbour tables), reused
-        # while the active set is unchanged: consecutive video frames.
+        self.features = self.model.features if cuda else TracedFeatures(self.model)  # CPU: C++
+        # the last windows and active pyramid, reused while the active set is unchanged (video)
         self._last_plan: dict[str, tuple[bytes, Any]] = {}
 
     @property
     def costs(self) -> CostTable:
-        if self._costs is None:
-            self._costs = load_costs(self)
+        self._costs = self._costs if self._costs is not None else load_costs(self)
         return self._costs
 
     def sparse_backends(self) -> tuple[str, ...]:
@@ -271,7 +271,7 @@ class SparseEngine:
         conf = self.cfg.post.conf
         if self.graphs is not None and len(stem_out) == 1:
             return self.graphs.candidates("remainder", self.model.forward_p3, stem_out[0], conf)
-        return self.model.detect_p3(stem_out, conf)
+        return self.model.detect_p3(stem_out, conf, self.features)
 
     @torch.inference_mode()
     def dense_path(self, image: np.ndarray) -> torch.Tensor:

@@ -189,16 +189,19 @@ class SparseYOLO(nn.Module):
         the raw maps)."""
         return self.head(self.features(stem_out))
 
-    def detect_p3(self, stem_out: torch.Tensor | list[torch.Tensor], conf: float) -> torch.Tensor:
+    def detect_p3(
+        self, stem_out: torch.Tensor | list[torch.Tensor], conf: float, features=None
+    ) -> torch.Tensor:
         """Inference remainder: stem outputs -> decoded candidate detections.
 
         Computes what ``forward_p3`` plus Ultralytics' post-processing input computes above
         ``conf``, decoding only the anchors that pass it (:mod:`sparse_yolo.model.head`).
+        ``features`` computes :meth:`features` another way (the engine's trace on CPU).
 
         Returns:
             (K, 7) float [x1, y1, x2, y2, score, class, window] in window pixels, before NMS.
         """
-        return candidate_detections(self.head, self.features(stem_out), conf)
+        return candidate_detections(self.head, (features or self.features)(stem_out), conf)
 
     def forward(
         self,
