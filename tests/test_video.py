@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from videos import FRAMES, STOP, found, make_clip
 
 from sparse_yolo.cli import main
 from sparse_yolo.detector import Detector
+from sparse_yolo.video import synth
 from sparse_yolo.video.config import VideoConfig
 from sparse_yolo.video.motion import box_cells
 from sparse_yolo.video.reader import VideoReader
@@ -38,8 +40,9 @@ def yolo(clip):
 
 @pytest.fixture(scope="module")
 def tracked(clip, yolo):
-    """Every frame of the clip through the default video settings, with ByteTrack."""
-    return list(stream(yolo, clip.path, VideoConfig(refresh=0, track="bytetrack")))
+    """Every frame of the clip through the default video settings, with ByteTrack and reuse
+    (which a frame this small leaves off by default)."""
+    return list(stream(yolo, clip.path, VideoConfig(refresh=0, track="bytetrack", reuse=True)))
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +66,47 @@ def test_stopping_object_still_found(clip, tracked):
 
 
 def test_moving_object_covered_and_detected_like_dense(clip, tracked, dense):
+    """The walker's cells are computed on every frame; where dense finds it clear of the
+    threshold (>= 0.5), so does the video path, and on most frames where dense finds it at
+    all (windows give it less context than the full frame, so a walker dense scores just
+    above the threshold can fall just under it)."""
     cell = tracked[0].mask.cell
+    dense_found = video_found = clear = 0
     for r, ref in zip(tracked, dense, strict=True):
         truth = clip.walker.box_at(r.frame_index)
         under = box_cells(truth[None], r.mask.cells.shape, cell, 0)
         assert r.mask.cells[under].all(), r.frame_index
-        if found(ref.boxes, truth) >= 0:  # what dense finds, the video path finds
-            assert found(r.detections.boxes, truth) >= 0, r.frame_index
+        j = found(r.detections.boxes, truth)
+        assert j < 0 or not r.carried[j], r.frame_index  # it moves: always computed
+        i = found(ref.boxes, truth)
+        if i >= 0:
+            dense_found += 1
+            video_found += j >= 0
+            if ref.scores[i] >= 0.5:
+                clear += 1
+                assert found(r.detections.boxes, truth) >= 0, r.frame_index
+    assert clear >= FRAMES // 3 and video_found >= 2 * dense_found / 3
     # Sparse after warm-up: the frame is small, so margins weigh; at 4K it is a few %.
     assert np.mean([r.mask.active_fraction for r in tracked[WARMUP:]]) < 0.7
+
+
+def test_static_object_carried_while_its_region_is_still(clip, tracked):
+    """After warm-up the static car is carried on the frames where nothing moves near it:
+    the box and score of an earlier frame that computed it (with ``batch`` frames run
+    together, the last one before the batch), its cells not computed."""
+    carried = 0
+    computed = []  # (box, score) of the static car on the frames that computed it
+    for r in tracked:
+        i = found(r.detections.boxes, clip.static.box_at(r.frame_index))
+        box, score = r.detections.boxes[i], r.detections.scores[i]
+        if not r.carried[i]:
+            computed.append((box, score))
+            continue
+        carried += 1
+        assert any(np.array_equal(box, b) and score == s for b, s in computed), r.frame_index
+        under = box_cells(box[None], r.mask.cells.shape, r.mask.cell, 0)
+        assert not r.mask.cells[under].any(), r.frame_index
+    assert carried >= FRAMES // 3
 
 
 def test_track_ids_stable(clip, tracked):
@@ -142,3 +177,69 @@ def test_real_clip_finds_dense_detections(shared):
             matched += found(same, box) >= 0
     assert total >= 15  # the person is in view
     assert matched / total >= 0.95
+
+
+@pytest.fixture(scope="module")
+def passing(clip, tmp_path_factory):
+    """The static car of ``clip``, and a pedestrian walking up to just below it."""
+    from helpers import SHARED  # noqa: PLC0415
+
+    data = SHARED / "data"
+    background = cv2.imread(str(data / "aerial" / "boats.jpg"))[0:256, 0:384]
+    people = cv2.imread(str(data / "visdrone" / "images" / "0000072_00000_d_0000001.jpg"))
+    walker = synth.Sprite(
+        *synth.crop(people, (697, 349, 723, 405)), synth.line((20, 170), (340, 56), FRAMES)
+    )
+    path = tmp_path_factory.mktemp("passing") / "passing.avi"
+    synth.write(path, synth.frames(background, [clip.static, walker], FRAMES), fps=10.0)
+    return path, clip.static, walker
+
+
+def test_object_moving_next_to_a_carried_one_gets_it_recomputed(passing, yolo):
+    """The static car is carried while the walker is far, recomputed (its cells in the
+    mask, a fresh score) once the walker comes within the car's margin, found throughout;
+    and the same clip gives the same results twice."""
+    path, car, walker = passing
+    runs = [list(stream(yolo, path, VideoConfig(refresh=0, reuse=True))) for _ in range(2)]
+    for a, b in zip(*runs, strict=True):
+        assert np.array_equal(a.detections.boxes, b.detections.boxes)
+        assert np.array_equal(a.detections.scores, b.detections.scores)
+        assert np.array_equal(a.carried, b.carried)
+    margin = VideoConfig().persist_margin * runs[0][0].mask.cell
+    carried = near = 0
+    for r in runs[0][WARMUP:]:
+        i = found(r.detections.boxes, car.box_at(r.frame_index))
+        assert i >= 0, r.frame_index
+        gap = np.maximum(car.box_at(r.frame_index)[:2] - walker.box_at(r.frame_index)[2:], 0)
+        gap = np.maximum(gap, walker.box_at(r.frame_index)[:2] - car.box_at(r.frame_index)[2:])
+        if gap.max() < margin:  # the walker is inside the car's margin: recomputed
+            near += 1
+            under = box_cells(car.box_at(r.frame_index)[None], r.mask.cells.shape, 16, 0)
+            assert not r.carried[i] and r.mask.cells[under].all(), r.frame_index
+        carried += bool(r.carried[i])
+    assert near >= 3 and carried >= 5
+
+
+@pytest.mark.shared
+def test_camera_noise_changes_frames_like_the_real_clip(shared):
+    """The synthetic clips' ``camera`` noise leaves pixels unchanged between frames as the
+    real static camera's encoder does (measured on its first 40 frames, before anyone
+    walks in): most pixels exactly unchanged between frames, nearly all on key frames
+    (every 10th); ``iid`` changes most pixels of every frame."""
+    src = shared / "data" / "video" / "one-by-one-person-detection.mp4"
+    real = [f.image for f in itertools.islice(VideoReader(src), 41)]
+    background = cv2.imread(str(shared / "data" / "aerial" / "boats.jpg"))[:432, :768]
+
+    def changes(images):
+        pairs = [synth.frame_change(b, a) for a, b in itertools.pairwise(images)]
+        key = [c["unchanged"] for t, c in enumerate(pairs, 1) if t % 10 == 0]
+        other = [c["unchanged"] for t, c in enumerate(pairs, 1) if t % 10]
+        return np.median(other), np.median(key), np.median([c["mean_abs"] for c in pairs])
+
+    camera = changes(list(synth.frames(background, [], 41, noise="camera")))
+    measured = changes(real)
+    assert measured[0] > 0.9 and measured[1] < 0.3  # the real camera: key frames every 10
+    assert abs(camera[0] - measured[0]) < 0.05 and abs(camera[1] - measured[1]) < 0.15
+    assert camera[2] == pytest.approx(measured[2], abs=0.15)
+    iid = changes(list(synth.frames(background, [], 21, noise="iid")))
+    assert iid[0] < 0.3 and iid[2] > 1.5

@@ -19,6 +19,7 @@ from sparse_yolo.video import synth
 from sparse_yolo.video.config import VideoConfig
 from sparse_yolo.video.motion import FrameMasks, Persistence, box_cells
 from sparse_yolo.video.reader import StreamInterrupted, VideoReader, is_video_source
+from sparse_yolo.video.reuse import Reuse, merge_carried
 
 FRAMES = 12
 
@@ -74,20 +75,28 @@ def test_video_sources_are_recognised():
 
 
 def test_refresh_and_persistence_rule():
-    masks = FrameMasks(MaskConfig(), VideoConfig(warmup=2, refresh=3, persist_frames=2))
+    video = VideoConfig(warmup=2, refresh=3, persist_frames=2, reuse=False)
+    masks = FrameMasks(MaskConfig(), video)
     assert [masks.is_full(i) for i in range(9)] == [1, 1, 0, 1, 0, 0, 1, 0, 0]
     still = _frames(1)[0]  # no object moves: after warm-up only persistence marks cells
     for _ in range(4):  # frames 0-3, of which 0, 1 and 3 full
         masks(still)
     boxes = np.array([[40.0, 40.0, 56.0, 56.0]], np.float32)
     kept = box_cells(boxes, (8, 10), 16, VideoConfig().persist_margin)
-    masks.update(boxes, np.array([0.5], np.float32))
-    masks.update(boxes[:0], np.zeros(0, np.float32))  # missed once: still kept
-    mask, full = masks(still)
-    assert not full and np.array_equal(mask.cells, kept)
-    masks.update(boxes[:0], np.zeros(0, np.float32))  # missed persist_frames times: gone
-    masks.update(boxes, np.array([0.05], np.float32))  # below persist_conf
-    assert not masks(still)[0].cells.any()
+
+    def update(frame, boxes, scores):
+        dets = np.concatenate([boxes, np.array(scores, np.float32)[:, None]], 1)
+        masks.update(frame, np.pad(dets, ((0, 0), (0, 1))))
+
+    frame = masks(still)
+    update(frame, boxes, [0.5])
+    update(frame, boxes[:0], [])  # missed once: still kept
+    frame = masks(still)
+    assert not frame.full and np.array_equal(frame.mask.cells, kept)
+    assert not len(frame.carried)  # no reuse
+    update(frame, boxes[:0], [])  # missed persist_frames times: gone
+    update(frame, boxes, [0.05])  # below persist_conf
+    assert not masks(still).mask.cells.any()
 
 
 def test_persistence_hysteresis():
@@ -236,3 +245,85 @@ def test_engine_reuses_plan_while_active_set_unchanged(tiny):
     moved = np.roll(cells, 1, axis=1)
     other = engine.active_pyramid(moved, 16)
     assert other is not pyramid and np.array_equal(other.cells.numpy(), moved)
+
+
+def test_reuse_carries_still_regions_and_recomputes_what_motion_reaches():
+    """Stored detections are carried while no motion reaches their region (box + margin);
+    motion next to one makes its region computed, and, through it, any region it touches;
+    computing a region replaces what was stored there; a full frame replaces everything."""
+    reuse = Reuse(16, 0.25, VideoConfig(persist_margin=1))
+    view = reuse.coarse(np.zeros((320, 480, 3), np.uint8))
+    boat = [100.0, 100.0, 140.0, 130.0, 0.4, 8.0]  # cells rows 6-8, cols 6-8
+    moored = [150.0, 100.0, 190.0, 130.0, 0.3, 8.0]  # cells cols 9-11: touches boat's margin
+    far = [400.0, 300.0, 440.0, 330.0, 0.6, 2.0]
+    weak = [20.0, 20.0, 40.0, 40.0, 0.2, 0.0]
+    grid = np.zeros((20, 30), bool)
+    reuse.update(~grid, np.array([boat, moored, far, weak], np.float32), True, view)
+    assert len(reuse.dets) == 3  # under the output threshold: never carried
+
+    cells, carried = reuse.split(grid, np.zeros((0, 4), np.float32))
+    assert not cells.any() and len(carried) == 3  # nothing moves: all carried, none computed
+
+    moving = grid.copy()
+    moving[9, 5] = True  # a walker at the corner of the boat's margin
+    cells, carried = reuse.split(moving, np.zeros((0, 4), np.float32))
+    assert np.array_equal(carried, np.array([far], np.float32))  # boat and, via it, moored
+    assert cells[6:9, 6:12].all() and not cells[15:, 20:].any()
+    assert cells.sum() == 5 * 8  # the two regions: rows 5-9, cols 5-12
+
+    found = np.array([[101.0, 99.0, 141.0, 131.0, 0.45, 8.0]], np.float32)
+    reuse.update(cells, found, False, view)  # the boat recomputed, moored not found again
+    assert sorted(reuse.dets[:, 4].tolist()) == pytest.approx([0.45, 0.6])
+    kept = np.array([[405.0, 300.0, 445.0, 330.0]], np.float32)  # a kept object by far
+    moving = grid.copy()
+    moving[19, 29] = True
+    cells, carried = reuse.split(moving, kept)
+    assert len(carried) == 2 and cells.sum() == 1  # the object's region is still: not computed
+    moving[19, 28] = True  # now inside the kept object's margin (and far's)
+    cells, carried = reuse.split(moving, kept)
+    assert carried[:, 4].tolist() == pytest.approx([0.45]) and cells.sum() == 1 + 3 * 5
+    reuse.update(grid, np.zeros((0, 6), np.float32), True, view)
+    assert not len(reuse.dets)
+
+
+def test_reuse_sees_changes_since_a_cell_was_computed():
+    """A cell changed since it was last computed is flagged however slowly it changed (a
+    background model would learn it); encoder noise and a global exposure change are not
+    changes; computing a cell keeps its new look."""
+    reuse = Reuse(16, 0.25, VideoConfig())
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (320, 480, 3), dtype=np.uint8), (5, 5), 0)
+    grid = np.zeros((20, 30), bool)
+    first = reuse.coarse(frame)
+    assert reuse.changed(first, grid.shape).all()  # nothing kept yet
+    reuse.update(~grid, np.zeros((0, 6), np.float32), True, first)
+    noisy = np.clip(frame + rng.normal(0, 2.5, frame.shape) + 20, 0, 255).astype(np.uint8)
+    assert not reuse.changed(reuse.coarse(noisy), grid.shape).any()
+    drifted = frame.copy()
+    for step in range(1, 5):  # a car rolls in by 8 px a frame, never computed
+        drifted[100:140, 200 + 8 * step : 260 + 8 * step] = 30
+        moved = reuse.changed(reuse.coarse(drifted), grid.shape)
+        assert moved[6:9, 13 + step // 2 : 16].all() and moved.sum() <= 4 * (4 + step)
+    computed = grid.copy()
+    computed[6:9, 12:19] = True
+    reuse.update(computed, np.zeros((0, 6), np.float32), False, reuse.coarse(drifted))
+    assert not reuse.changed(reuse.coarse(drifted), grid.shape).any()
+
+
+def test_reuse_by_default_on_full_hd_and_larger():
+    small, large = np.zeros((432, 768, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8)
+    for image, on in ((small, False), (large, True)):
+        masks = FrameMasks(MaskConfig(), VideoConfig())
+        masks(image)
+        assert (masks.reuse is not None) is on
+    masks = FrameMasks(MaskConfig(), VideoConfig(reuse=True))
+    masks(small)
+    assert masks.reuse is not None
+
+
+def test_merge_carried_prefers_computed():
+    computed = np.array([[0, 0, 10, 10, 0.3, 1], [50, 50, 60, 60, 0.2, 1]], np.float32)
+    carried = np.array([[1, 0, 11, 10, 0.9, 1], [1, 0, 11, 10, 0.5, 2], [80, 80, 90, 90, 0.4, 1]])
+    out, is_carried = merge_carried(computed, carried.astype(np.float32), 0.5)
+    assert out[:, 4].tolist() == pytest.approx([0.5, 0.4, 0.3, 0.2])  # the 0.9 is the 0.3 again
+    assert is_carried.tolist() == [True, True, False, False]

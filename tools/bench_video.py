@@ -3,29 +3,40 @@
 In one process, frame by frame in lockstep (so machine load hits every method alike),
 each frame goes through
 
-* ``video``: the default video path (motion + persistence + refresh, ``stream``),
+* ``video``: the default video path (motion + persistence + refresh, ``stream``) with
+  reuse of unchanged regions' detections; ``video_noreuse``: the same without reuse
+  (``--reuse both``, the default, runs both in lockstep; left to itself the video path
+  reuses on frames of 1920x1080 and larger),
 * ``dense``: every cell at full resolution (``--mask all``), the reference,
 * ``gradient``: the per-frame still-image ``gradient`` mask,
 
 on (a) the real indoor clip (768x432) and (b) a 3840x2160 surveillance-style clip
 composed from real imagery (a static real background, real object crops moving over it,
-under 5% of the area moving). Dense and gradient are timed on every ``--every``-th frame
-(their cost per frame is stationary); the video path runs every frame, warm-up and
-refreshes included. Times are compute only (decoding is shared and overlaps inference).
+under 5% of the area moving), under each sensor noise model of ``--noise``: ``camera``
+(a real static camera's: most pixels exactly unchanged between frames) and ``iid`` (fresh
+noise on every pixel of every frame, the harder case). Dense and gradient are timed on
+every ``--every``-th frame (their cost per frame is stationary); the video path runs every
+frame, warm-up and refreshes included. Times are compute only (decoding and composing
+frames are shared and overlap inference).
+
 Recall: share of dense detections (IoU >= 0.5, same class) each method finds on the
-frames where dense ran; also among the confident ones (score >= ``CONFIDENT``), and the
-share of the video path's detections that dense has too (so extra boxes show). The
-ceiling: dense on the previous frame against dense on the frame (untimed), i.e. how
-steady the reference itself is under the frames' sensor noise: a path that does not
-recompute every cell of every frame cannot be expected to agree with dense better.
+frames where dense ran; also among the confident ones (score >= ``CONFIDENT``), among the
+steady ones (those dense also finds on the frame before), and the share of the video
+path's detections that dense has too (so extra boxes show). The ceiling: dense on the
+previous frame against dense on the frame (untimed), i.e. how steady the reference itself
+is under the frames' sensor noise: a path that does not recompute every cell of every
+frame cannot be expected to agree with dense better. ``frame_change_median``: how
+consecutive frames differ (share of pixels exactly unchanged, mean and std of the
+differences in grey levels, moving objects included).
 
     flock /tmp/sparse-yolo-bench.lock env PYTHONPATH=$PWD python tools/bench_video.py \\
-        --real-frames 1394 --uhd-frames 150 --every 10
+        --real-frames 0 --uhd-frames 60 --noise camera,iid
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -39,6 +50,8 @@ from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from sparse_yolo.detector import Detector
+from sparse_yolo.engine import Timer
+from sparse_yolo.masks import MaskResult, cell_grid
 from sparse_yolo.video import synth
 from sparse_yolo.video.config import VideoConfig
 from sparse_yolo.video.reader import Frame, VideoReader
@@ -60,9 +73,13 @@ CROPS = [
 ]
 
 
-def uhd_clip(count: int, seed: int = 0) -> tuple[Iterator[Frame], float]:
+def uhd_clip(
+    count: int, noise: str, seed: int = 0, objects: bool = True
+) -> tuple[Iterator[Frame], float]:
     """3840x2160 frames: boats.jpg upscaled 2x, with the CROPS walking and driving across
-    (two of them stop half-way). Returns the frames and the mean share of pixels moving."""
+    (two of them stop half-way; without ``objects`` the background alone), under the
+    ``noise`` model of ``synth.frames``. Returns the frames and the share of pixels
+    moving."""
     data = SHARED / "data"
     bg = cv2.imread(str(data / "aerial" / "boats.jpg"))
     bg = cv2.resize(bg, (3840, 2160), interpolation=cv2.INTER_CUBIC)
@@ -77,7 +94,7 @@ def uhd_clip(count: int, seed: int = 0) -> tuple[Iterator[Frame], float]:
             synth.Sprite(image, inner, synth.line(tuple(start), tuple(end), count, stop))
         )
     moving = sum(s.image.shape[0] * s.image.shape[1] for s in sprites) / (3840 * 2160)
-    images = synth.frames(bg, sprites, count, seed=seed)
+    images = synth.frames(bg, sprites if objects else [], count, noise=noise, seed=seed)
     return (Frame(i, i / 25.0, img) for i, img in enumerate(images)), moving
 
 
@@ -104,87 +121,198 @@ def matched(ref, boxes: np.ndarray, classes: np.ndarray) -> int:
     return int(hits(ref, boxes, classes).sum())
 
 
+class Tally:
+    """Times and matches of every method over one clip (see the module docstring)."""
+
+    def __init__(self, videos: dict[str, VideoConfig]) -> None:
+        self.videos = videos
+        self.seconds = dict.fromkeys(["dense", "gradient", *videos], 0.0)
+        self.per_frame: dict[str, list[float]] = {k: [] for k in ["dense", *videos]}
+        self.found = dict.fromkeys(["gradient", "dense_prev", *videos], 0)
+        self.confident_found = dict.fromkeys(videos, 0)
+        self.steady_found = dict.fromkeys(videos, 0)
+        self.dets = {k: [0, 0] for k in videos}  # detections, of which dense has them too
+        self.stats = {k: StreamStats() for k in videos}
+        self.total = self.confident = self.prev_total = self.steady_total = 0
+        self.change: list[dict[str, float]] = []
+
+    def add_video(self, results: tuple) -> None:
+        """One frame's result of every video path, in ``videos`` order."""
+        for k, r in zip(self.videos, results, strict=True):
+            self.stats[k].add(r)
+            t = r.seconds["total"] - r.seconds["decode"]
+            self.seconds[k] += t
+            self.per_frame[k].append(t)
+
+    def timed(self, method: str, det: Detector, image: np.ndarray):
+        """``det`` on ``image``, timed as ``method``."""
+        t0 = time.perf_counter()
+        out = det.predict_array(image)
+        self.seconds[method] += time.perf_counter() - t0
+        if method == "dense":
+            self.per_frame["dense"].append(time.perf_counter() - t0)
+        return out
+
+    def add_sample(self, ref, results: tuple, gradient) -> dict[str, np.ndarray]:
+        """Match a sampled frame's paths against dense ``ref``; returns each path's hits."""
+        self.found["gradient"] += matched(ref, gradient.boxes, gradient.classes)
+        self.total += len(ref)
+        sure = ref.scores >= CONFIDENT
+        self.confident += int(sure.sum())
+        gots = {}
+        for k, r in zip(self.videos, results, strict=True):
+            got = gots[k] = hits(ref, r.detections.boxes, r.detections.classes)
+            self.found[k] += int(got.sum())
+            self.confident_found[k] += int(got[sure].sum())
+            self.dets[k][0] += len(r)
+            self.dets[k][1] += int(hits(r.detections, ref.boxes, ref.classes).sum())
+        return gots
+
+    def add_previous(self, ref, prev, gots: dict[str, np.ndarray], change: dict) -> None:
+        """Dense on the frame before (``prev``) against dense on the frame (``ref``)."""
+        steady = hits(ref, prev.boxes, prev.classes)
+        self.found["dense_prev"] += int(steady.sum())
+        self.prev_total += len(ref)
+        self.steady_total += int(steady.sum())
+        for k, got in gots.items():
+            self.steady_found[k] += int((got & steady).sum())
+        self.change.append(change)
+
+    def report(self, name: str, every: int) -> dict:
+        videos, seconds, per_frame = self.videos, self.seconds, self.per_frame
+        n = self.stats[next(iter(videos))].frames
+        sampled = len(range(0, n, every))
+        fps = {k: sampled / seconds[k] for k in ("dense", "gradient")}
+        fps.update({k: n / seconds[k] for k in videos})
+        dense_median = float(np.median(per_frame["dense"]))
+        ms = lambda v: round(1e3 * v)  # noqa: E731
+        share = lambda found, of: {k: round(v / max(1, of), 4) for k, v in found.items()}  # noqa: E731
+        changes = {
+            k: round(float(np.median([c[k] for c in self.change])), 3)
+            for k in (self.change[0] if self.change else {})
+        }
+        return {
+            "clip": name,
+            "frames": n,
+            "dense_frames": sampled,
+            "dense_detections": self.total,
+            "dense_confident": self.confident,
+            "dense_ms_per_frame": {
+                "mean": ms(seconds["dense"] / sampled),
+                "min": ms(min(per_frame["dense"])),
+                "max": ms(max(per_frame["dense"])),
+            },
+            "frame_change_median": changes,
+            "fps": {k: round(v, 2) for k, v in fps.items()},
+            "speedup_vs_dense": {k: round(v / fps["dense"], 2) for k, v in fps.items()},
+            "median_frame_speedup": {
+                k: round(dense_median / float(np.median(per_frame[k])), 2) for k in videos
+            },
+            "video_ms_per_frame": {
+                k: {
+                    "first": ms(per_frame[k][0]),
+                    "median": ms(float(np.median(per_frame[k]))),
+                    "max": ms(max(per_frame[k])),
+                }
+                for k in videos
+            },
+            "share_of_dense": share(self.found, self.total)
+            | {"dense_prev": round(self.found["dense_prev"] / max(1, self.prev_total), 4)},
+            "share_of_confident": share(self.confident_found, self.confident),
+            "share_of_steady": share(self.steady_found, self.steady_total),
+            "video_dets_dense_has": {
+                k: round(v[1] / max(1, v[0]), 4) for k, v in self.dets.items()
+            },
+            "video_stats": {k: s.as_dict() for k, s in self.stats.items()},
+            "configs": {k: dataclasses.asdict(c) for k, c in videos.items()},
+        }
+
+
 def bench(
     name: str,
     frames: Iterator[Frame],
     count: int,
     every: int,
     weights: Path,
-    video_cfg: VideoConfig,
+    videos: dict[str, VideoConfig],
 ) -> dict:
-    video = Detector(weights, device="cpu")
-    dense = Detector(video.model, device="cpu", mask="all")
-    gradient = Detector(video.model, device="cpu", mask="gradient")
-    seconds = {"video": 0.0, "dense": 0.0, "gradient": 0.0}
-    per_frame: dict[str, list[float]] = {"video": [], "dense": []}
-    found = dict.fromkeys(["video", "gradient", "dense_prev", "video_confident"], 0)
-    total = confident = video_dets = video_true = prev_total = 0
-    stats = StreamStats()
-    frames = _warm(frames, dense)
+    """Every video configuration of ``videos`` in lockstep with dense and gradient."""
+    base = Detector(weights, device="cpu")
+    dense = Detector(base.model, device="cpu", mask="all")
+    gradient = Detector(base.model, device="cpu", mask="gradient")
+    video_dets = [Detector(base.model, device="cpu") for _ in videos]
+    frames = _warm(frames, [dense, gradient, *video_dets])
+    copies = itertools.tee(frames, len(videos))
+    paths = [
+        stream(det, c, cfg) for det, cfg, c in zip(video_dets, videos.values(), copies, strict=True)
+    ]
+    tally = Tally(videos)
     previous = None
-    bar = tqdm(stream(video, frames, video_cfg), total=count, unit="frame", desc=name)
-    for r in bar:
-        stats.add(r)
-        seconds["video"] += r.seconds["total"] - r.seconds["decode"]
-        per_frame["video"].append(r.seconds["total"] - r.seconds["decode"])
-        if r.frame_index % every:
-            previous = r.image
-            continue
-        for method, det in (("dense", dense), ("gradient", gradient)):
-            t0 = time.perf_counter()
-            out = det.predict_array(r.image)
-            seconds[method] += time.perf_counter() - t0
-            if method == "dense":
-                ref = out
-                per_frame["dense"].append(time.perf_counter() - t0)
-            else:
-                found[method] += matched(ref, out.boxes, out.classes)
-        got = hits(ref, r.detections.boxes, r.detections.classes)
-        total += len(ref)
-        found["video"] += int(got.sum())
-        confident += int((ref.scores >= CONFIDENT).sum())
-        found["video_confident"] += int(got[ref.scores >= CONFIDENT].sum())
-        video_dets += len(r)
-        video_true += int(hits(r.detections, ref.boxes, ref.classes).sum())
-        if previous is not None:  # the ceiling: dense against itself one frame apart
-            prev = dense.predict_array(previous)
-            found["dense_prev"] += matched(ref, prev.boxes, prev.classes)
-            prev_total += len(ref)
-        previous = r.image
-    n = stats.frames
-    sampled = len(range(0, n, every))
-    fps = {
-        "video": n / seconds["video"],
-        "dense": sampled / seconds["dense"],
-        "gradient": sampled / seconds["gradient"],
-    }
-    share = {k: round(v / max(1, total), 4) for k, v in found.items()}
-    share["video_confident"] = round(found["video_confident"] / max(1, confident), 4)
-    share["dense_prev"] = round(found["dense_prev"] / max(1, prev_total), 4)
-    return {
-        "clip": name,
-        "batch": video_cfg.batch,
-        "frames": n,
-        "dense_frames": sampled,
-        "dense_detections": total,
-        "dense_confident": confident,
-        "fps": {k: round(v, 2) for k, v in fps.items()},
-        "speedup_vs_dense": {k: round(v / fps["dense"], 2) for k, v in fps.items()},
-        "median_frame_speedup": round(
-            float(np.median(per_frame["dense"]) / np.median(per_frame["video"])), 2
-        ),
-        "share_of_dense": share,
-        "video_dets_dense_has": round(video_true / max(1, video_dets), 4),
-        "video_stats": stats.as_dict(),
-    }
+    for rs in tqdm(zip(*paths, strict=True), total=count, unit="frame", desc=name):
+        image = rs[0].image
+        tally.add_video(rs)
+        if rs[0].frame_index % every == 0:
+            ref = tally.timed("dense", dense, image)
+            gots = tally.add_sample(ref, rs, tally.timed("gradient", gradient, image))
+            if previous is not None:  # the ceiling: dense against itself one frame apart
+                prev = dense.predict_array(previous)
+                tally.add_previous(ref, prev, gots, synth.frame_change(image, previous))
+        previous = image
+    return tally.report(name, every)
 
 
-def _warm(frames: Iterator[Frame], dense: Detector) -> Iterator[Frame]:
-    """The same frames, after one untimed dense pass on the first: the first run of each
-    input shape pays for kernel selection, which would otherwise be charged to one method."""
+def _warm(frames: Iterator[Frame], detectors: list[Detector]) -> Iterator[Frame]:
+    """The same frames, after untimed every-cell and windowed passes of each detector's
+    engine on the first: the first run pays for kernel selection and the remainder's trace
+    (made once per engine on first use), which would otherwise be charged to one method's
+    first frame."""
     first = next(frames)
-    dense.predict_array(first.image)
+    cell = detectors[0].config.mask.cell
+    every = np.ones(cell_grid(*first.image.shape[:2], cell), bool)
+    window = np.zeros_like(every)
+    window[:8, :8] = True  # and a windowed frame, in case the every-cell path runs densely
+    for det in detectors:
+        for cells in (every, window):
+            mask = MaskResult(cells, cells.astype(np.float32), cell)
+            det.engine.run(first.image, mask, Timer(det.engine.device))
     return itertools.chain([first], frames)
+
+
+def noise_stats(frames: Iterator[np.ndarray], gop: int = 10) -> dict:
+    """How consecutive frames differ, split into pairs into a key frame (index a multiple
+    of ``gop``) and the others, and the others with nothing moving (no pixel differs by
+    more than 8 grey levels): medians of the share of pixels unchanged (all channels),
+    the mean abs difference, the std of the differences up to 8 levels, the share of
+    16x16 blocks with a change and the share of changed pixels in those blocks."""
+    rows, prev = [], None
+    for t, image in enumerate(frames):
+        cur = image.astype(np.int16)
+        if prev is not None:
+            d = cur - prev
+            a = np.abs(d).max(2)
+            h, w = (s // 16 * 16 for s in a.shape)
+            blocks = a[:h, :w].reshape(h // 16, 16, w // 16, 16).max((1, 3)) > 0
+            small = a <= 8
+            in_blocks = np.repeat(np.repeat(blocks, 16, 0), 16, 1)
+            changed = ((a > 0) & small)[:h, :w][in_blocks].mean() if blocks.any() else 0.0
+            quiet = not (a > 8).any()
+            row = [(a == 0).mean(), np.abs(d).mean(), d[small].std(), blocks.mean(), changed]
+            rows.append((t % gop == 0, quiet, row))
+        prev = cur
+    names = ["unchanged", "mean_abs", "std_small", "blocks_changed", "changed_in_blocks"]
+    out = {}
+    for name, pick in (
+        ("key", lambda k, q: k),
+        ("other", lambda k, q: not k),
+        ("other_still", lambda k, q: not k and q),
+    ):
+        sel = np.array([r for k, q, r in rows if pick(k, q)])
+        out[name] = {"pairs": len(sel)} | (
+            dict(zip(names, np.round(np.median(sel, 0), 3).tolist(), strict=True))
+            if len(sel)
+            else {}
+        )
+    return out
 
 
 def main() -> None:
@@ -195,18 +323,51 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "yolov8n.pt")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=VideoConfig.batch, help="Video frames per batch.")
+    p.add_argument(
+        "--noise",
+        default="camera,iid",
+        help="Sensor noise of the 4K clip, comma-separated: camera (a real static camera's: "
+        "most pixels unchanged frame to frame), iid (fresh noise on every pixel).",
+    )
+    p.add_argument(
+        "--reuse",
+        choices=["on", "off", "both"],
+        default="both",
+        help="Video path with reuse of unchanged regions' detections, without, or both "
+        "in lockstep.",
+    )
+    p.add_argument(
+        "--noise-stats",
+        action="store_true",
+        help="Only measure how consecutive frames differ: the real clip (all frames) and "
+        "the 4K clip's background under each --noise model (--uhd-frames frames).",
+    )
     p.add_argument("--out", type=Path, help="Also write the report as JSON here.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.noise_stats:
+        stats = {"real": noise_stats(f.image for f in real_clip(args.real_frames))}
+        for noise in filter(None, args.noise.split(",")):
+            clip, _ = uhd_clip(args.uhd_frames, noise, objects=False)
+            stats[f"uhd-{noise}"] = noise_stats(f.image for f in clip)
+        print(json.dumps(stats, indent=1))
+        return
     reports = []
-    cfg = VideoConfig(batch=args.batch)
+    reuse = {"on": [True], "off": [False], "both": [True, False]}[args.reuse]
+    videos = {
+        "video" if r else "video_noreuse": VideoConfig(batch=args.batch, reuse=r) for r in reuse
+    }
     if args.real_frames:
         clip = real_clip(args.real_frames)
-        reports.append(bench("real-768x432", clip, args.real_frames, args.every, args.weights, cfg))
-    if args.uhd_frames:
-        clip, moving = uhd_clip(args.uhd_frames)
-        report = bench("uhd-3840x2160", clip, args.uhd_frames, args.every, args.weights, cfg)
+        reports.append(
+            bench("real-768x432", clip, args.real_frames, args.every, args.weights, videos)
+        )
+    for noise in filter(None, args.noise.split(",")) if args.uhd_frames else []:
+        clip, moving = uhd_clip(args.uhd_frames, noise)
+        name = f"uhd-3840x2160-{noise}"
+        report = bench(name, clip, args.uhd_frames, args.every, args.weights, videos)
         reports.append({**report, "moving_area": round(moving, 4)})
+        print(json.dumps(reports[-1]), flush=True)
     for r in reports:
         print(json.dumps(r))
     if args.out:

@@ -34,6 +34,14 @@ def video_options(f):
             "found (100; 0: only during warm-up).",
         ),
         click.option(
+            "--reuse/--no-reuse",
+            default=None,
+            help="Carry the detections of regions that saw no motion or change since they were "
+            "computed (parked cars, furniture) instead of recomputing them; motion or change "
+            "near one recomputes it, refreshes recompute everything (default: on for frames of "
+            "1920x1080 and larger; on small frames recomputing is as cheap).",
+        ),
+        click.option(
             "--video-masks",
             help="Masks of ordinary frames, joined by + as a union: motion (default), "
             "motion+gradient, all, ...",
@@ -62,6 +70,7 @@ def video_config(opts: dict[str, Any]):
     given = {"track": opts.get("track"), "refresh": opts.get("refresh")}
     given["masks"] = opts.get("video_masks")
     given["batch"] = opts.get("video_batch")
+    given["reuse"] = opts.get("reuse")
     try:
         return VideoConfig(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:

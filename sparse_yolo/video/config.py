@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUBTRACTORS = ("mog2", "knn")
+# With ``reuse=None``, frames of at least this many pixels (1920 x 1080) reuse.
+REUSE_MIN_PIXELS = 1920 * 1080
 TRACKERS = ("bytetrack", "botsort")
 
 
@@ -22,6 +24,10 @@ class VideoConfig:
       enters at ``persist_conf`` and is kept while a box of at least ``persist_keep``
       overlaps it (:class:`~sparse_yolo.video.motion.Persistence`).
 
+    With ``reuse``, ordinary frames compute only what motion reaches (the moving cells and
+    the kept objects and last detections their regions touch) and carry the detections of
+    unchanged regions (:mod:`sparse_yolo.video.reuse`).
+
     Attributes:
         masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
             mask (``gradient``, ``all``, ...).
@@ -38,8 +44,17 @@ class VideoConfig:
             and the detector needs some real context around an object).
         persist_frames: a kept object with no overlapping box for this many frames in a
             row is dropped.
+        reuse: carry detections whose region (box and ``persist_margin`` cells) saw no
+            motion or change since the frame that computed them, instead of recomputing
+            them; full frames recompute everything. None (default): on for frames of at
+            least ``REUSE_MIN_PIXELS`` (Full HD), where it saves most; on small frames
+            its bookkeeping can cost more than recomputing the few kept objects saves.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
-        motion_size: long side in pixels at which the background model runs.
+        motion_size: the background model runs at a long side of at most this many pixels
+            and at most ``motion_scale`` of the frame's resolution.
+        motion_scale: see ``motion_size``: objects are as many pixels across in a small
+            frame as in a large one, so a small frame needs no more of its resolution for
+            its motion to be seen (and the background model's cost grows with its pixels).
         motion_min: a cell is moving when this share of its pixels is foreground
             (scaled by the mask's ``threshold``).
         motion_context: cells of dilation around moving cells: the background model marks
@@ -61,8 +76,10 @@ class VideoConfig:
     persist_keep: float = 0.1
     persist_margin: int = 2
     persist_frames: int = 5
+    reuse: bool | None = None
     subtractor: str = "mog2"
     motion_size: int = 640
+    motion_scale: float = 0.5
     motion_min: float = 0.05
     motion_context: int = 2
     batch: int = 8
@@ -78,8 +95,8 @@ class VideoConfig:
             raise ValueError("refresh, persist_margin and motion_context must be >= 0")
         if not 0.0 <= self.persist_keep <= self.persist_conf <= 1.0:
             raise ValueError("need 0 <= persist_keep <= persist_conf <= 1")
-        if not 0.0 < self.motion_min <= 1.0:
-            raise ValueError("motion_min must be in (0, 1]")
+        if not 0.0 < self.motion_min <= 1.0 or not 0.0 < self.motion_scale <= 1.0:
+            raise ValueError("motion_min and motion_scale must be in (0, 1]")
         if self.subtractor not in SUBTRACTORS:
             raise ValueError(f"unknown subtractor {self.subtractor!r}; known: mog2, knn")
         if self.track is not None and self.track not in TRACKERS:

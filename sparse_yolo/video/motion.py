@@ -12,11 +12,17 @@ marks the union of
   examined after it stops moving and while it never moves. It has hysteresis: an object
   enters at the output threshold and is kept while a weaker box still overlaps it, so a
   score that dips does not drop it, and weak boxes elsewhere never grow the mask.
+
+With reuse (:mod:`sparse_yolo.video.reuse`), ordinary frames compute only what motion or
+change reaches: the moving cells and the cells changed since they were last computed,
+grown through the kept objects and last detections whose regions they touch; the
+detections of untouched regions are carried from the frame that last computed them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -26,7 +32,8 @@ from torchvision.ops import box_iou
 
 from sparse_yolo.config import MaskConfig
 from sparse_yolo.masks import CellMask, MaskResult, cell_grid, make_mask
-from sparse_yolo.video.config import VideoConfig
+from sparse_yolo.video.config import REUSE_MIN_PIXELS, VideoConfig
+from sparse_yolo.video.reuse import Reuse, box_rects, merge_carried
 
 # A box at least this IoU with a kept object is that object again (it moved or its score
 # dipped), and keeps it examined.
@@ -41,9 +48,10 @@ class MotionMask(CellMask):
 
     Stateful: each call feeds one frame to the background model, so one instance serves
     one stream, frames in order. The model runs on a copy downscaled to a long side of
-    ``motion_size`` pixels, rescaled to the first frame's median grey level (auto-exposure
-    changes are global, not motion); a 3x3 opening removes single-pixel flicker before the
-    shares are averaged into cells.
+    ``motion_size`` pixels or to ``motion_scale`` of the resolution, whichever is smaller,
+    rescaled to the first frame's median grey level (auto-exposure changes are global,
+    not motion); a 3x3 opening removes single-pixel flicker before the shares are
+    averaged into cells.
 
     Args:
         cfg: cell size, de-speck and budget settings (shared with every mask).
@@ -66,7 +74,7 @@ class MotionMask(CellMask):
         """(H, W, 3) uint8 BGR frame -> (Hc, Wc) float32 foreground share per cell."""
         h, w = image.shape[:2]
         hc, wc = cell_grid(h, w, self.cfg.cell)
-        scale = min(1.0, self.video.motion_size / max(h, w))
+        scale = min(self.video.motion_scale, self.video.motion_size / max(h, w))
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -102,15 +110,27 @@ def box_cells(boxes: np.ndarray, shape: tuple[int, int], cell: int, margin: int)
         (Hc, Wc) bool.
     """
     out = np.zeros(shape, bool)
-    if not len(boxes):
-        return out
-    lo = np.floor(boxes[:, :2] / cell).astype(np.int64) - margin
-    hi = np.floor(np.maximum(boxes[:, 2:] - 1e-3, boxes[:, :2]) / cell).astype(np.int64) + margin
-    lo = np.maximum(lo, 0)
-    hi = np.minimum(hi + 1, [shape[1], shape[0]])
-    for (x0, y0), (x1, y1) in zip(lo, hi, strict=True):
-        out[y0:y1, x0:x1] = True
+    for r0, r1, c0, c1 in box_rects(boxes, shape, cell, margin):
+        out[r0:r1, c0:c1] = True
     return out
+
+
+@dataclass
+class FrameMask:
+    """What one frame computes, and what it carries.
+
+    Attributes:
+        mask: the cells the engine computes.
+        full: whether it ran the full-frame base mask (warm-up or refresh).
+        carried: (M, 6) [x1, y1, x2, y2, score, class] detections carried from the frames
+            that last computed their unchanged regions (empty without reuse).
+        view: the frame's coarse grey copy that reuse compares (None without reuse).
+    """
+
+    mask: MaskResult
+    full: bool
+    carried: np.ndarray
+    view: np.ndarray | None = None
 
 
 class FrameMasks:
@@ -118,20 +138,32 @@ class FrameMasks:
 
     Args:
         cfg: the detector's mask settings (cell size, context, budget, ...).
-        video: warm-up, refresh, mask names and persistence settings.
+        video: warm-up, refresh, mask names, persistence and reuse settings.
+        conf: the output threshold (detections below it are never carried).
+        iou: overlap at which a computed and a carried box are one object.
         **context: passed to still-image masks (e.g. ``detector=`` for ``coarse``).
 
     Raises:
         ValueError: an unknown mask name (the message lists the known ones).
     """
 
-    def __init__(self, cfg: MaskConfig, video: VideoConfig, **context: Any) -> None:
+    def __init__(
+        self,
+        cfg: MaskConfig,
+        video: VideoConfig,
+        conf: float = 0.25,
+        iou: float = 0.5,
+        **context: Any,
+    ) -> None:
         self.cfg = cfg
         self.video = video
+        self.iou = iou
         self.masks = [self._make(name, context) for name in video.masks.split("+")]
         self.base = self._make(video.base, context)
         self.frames = 0
         self.persist = Persistence(video)
+        self.reuse: Reuse | None = None
+        self._conf = conf
 
     def _make(self, name: str, context: dict[str, Any]) -> CellMask:
         if name == MotionMask.name:
@@ -143,11 +175,13 @@ class FrameMasks:
         v = self.video
         return index < v.warmup or (v.refresh > 0 and index % v.refresh == 0)
 
-    def __call__(self, image: np.ndarray) -> tuple[MaskResult, bool]:
-        """Mask of the next frame (H, W, 3) uint8 BGR; True when it was a full frame.
+    def __call__(self, image: np.ndarray) -> FrameMask:
+        """Mask of the next frame, (H, W, 3) uint8 BGR, and the detections it carries.
 
         Every mask sees every frame, so background models keep learning on full frames.
         """
+        if self.frames == 0 and _reuses(self.video, image.shape[:2]):
+            self.reuse = Reuse(self.cfg.cell, self._conf, self.video)
         full = self.is_full(self.frames)
         self.frames += 1
         parts = [m(image) for m in self.masks]
@@ -156,12 +190,48 @@ class FrameMasks:
         cells = np.logical_or.reduce([p.cells for p in parts])
         scores = np.maximum.reduce([p.scores for p in parts])
         kept = self.persist.boxes
-        cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)
-        return MaskResult(cells, scores, self.cfg.cell), full
+        carried, view = np.zeros((0, 6), np.float32), None
+        # Nothing stored or kept: nothing could be carried, and what enters moves.
+        idle = not full and not len(kept) and (self.reuse is None or not len(self.reuse.dets))
+        if self.reuse is not None and not idle:
+            view = self.reuse.coarse(image)
+        if self.reuse is not None and not full:
+            if view is not None:
+                cells |= self.reuse.changed(view, cells.shape)
+            cells, carried = self.reuse.split(cells, kept)
+        else:
+            cells |= box_cells(kept, cells.shape, self.cfg.cell, self.video.persist_margin)
+        return FrameMask(MaskResult(cells, scores, self.cfg.cell), full, carried, view)
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray) -> None:
-        """Detections of the frame just masked: (N, 4) xyxy pixels and (N,) scores."""
-        self.persist.update(boxes, scores)
+    def update(
+        self, frame: FrameMask, dets: np.ndarray, computed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Learn from the frame just run; returns its detections, carried ones included.
+
+        Args:
+            frame: what :meth:`__call__` returned for it.
+            dets: (N, 6) [x1, y1, x2, y2, score, class] computed, frame pixels (all the
+                candidates: persistence keeps objects alive down to ``persist_keep``).
+            computed: (Hc', Wc') bool cells the engine computed (at least the mask's;
+                padded grids are cut to the mask's); None: the mask's.
+
+        Returns:
+            (K, 6) detections sorted by descending score, and (K,) bool: carried.
+        """
+        out, carried = merge_carried(dets, frame.carried, self.iou)
+        self.persist.update(out[:, :4], out[:, 4])
+        if self.reuse is not None:
+            h, w = frame.mask.cells.shape
+            cells = frame.mask.cells if computed is None else computed[:h, :w]
+            self.reuse.update(cells, out[~carried], frame.full, frame.view)
+        return out, carried
+
+
+def _reuses(video: VideoConfig, hw: tuple[int, int]) -> bool:
+    """Whether a stream of (H, W) frames reuses (``video.reuse``; None: by frame size)."""
+    if video.reuse is None:
+        return hw[0] * hw[1] >= REUSE_MIN_PIXELS
+    return video.reuse
 
 
 class Persistence:

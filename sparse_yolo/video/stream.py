@@ -26,7 +26,7 @@ from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.types import Detections, EngineRun
 from sparse_yolo.video.config import VideoConfig
-from sparse_yolo.video.motion import FrameMasks
+from sparse_yolo.video.motion import FrameMask, FrameMasks
 from sparse_yolo.video.reader import Frame, VideoReader
 from sparse_yolo.video.track import Tracker
 
@@ -43,12 +43,15 @@ class FrameResult:
         timestamp_s: seconds from the start of the source.
         detections: boxes (N, 4) xyxy in frame pixels, scores, class ids and names.
         track_ids: (N,) int64 track ids (-1: not yet confirmed), or None without tracking.
-        mask: the cells the frame's mask marked.
+        mask: the cells the frame's mask marked (what it computed: carried detections'
+            cells are not in it).
         active_fraction: share of cells the stem computed (the engine may compute every
             cell when the mask's windows span the frame anyway).
         full: whether it ran the full-frame base mask (warm-up or refresh).
         seconds: seconds per stage (decode wait, mask, engine stages, track).
         image: the frame, (H, W, 3) uint8 BGR (for drawing).
+        carried: (N,) bool, detections carried from an earlier frame (their region saw
+            no motion since it was computed), None when not known.
     """
 
     frame_index: int
@@ -60,6 +63,7 @@ class FrameResult:
     full: bool
     seconds: dict[str, float] = field(default_factory=dict)
     image: np.ndarray | None = field(default=None, repr=False)
+    carried: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -92,7 +96,8 @@ def stream(
     """
     video = video or VideoConfig()
     reader = VideoReader(source, video.fps) if isinstance(source, str | Path) else source
-    masks = FrameMasks(detector.config.mask, video, detector=detector)
+    post = detector.config.post
+    masks = FrameMasks(detector.config.mask, video, post.conf, post.iou, detector=detector)
     engine = _engine_with_conf(detector.engine, min(video.persist_keep, detector.config.post.conf))
     tracker = Tracker(video.track) if video.track else None
     frames = iter(reader)
@@ -112,11 +117,11 @@ def stream(
         with timer.stage("mask"):
             frame_masks = [masks(f.image) for f in batch]
         runs = engine.run_batch(
-            [EngineFrame(f.image, m) for f, (m, _) in zip(batch, frame_masks, strict=True)], timer
+            [EngineFrame(f.image, m.mask) for f, m in zip(batch, frame_masks, strict=True)], timer
         )
         results = [
-            _result(f, mask, full, dets, run, masks, tracker, detector, timer)
-            for f, (mask, full), (dets, run) in zip(batch, frame_masks, runs, strict=True)
+            _result(f, fm, dets, run, masks, tracker, detector, timer)
+            for f, fm, (dets, run) in zip(batch, frame_masks, runs, strict=True)
         ]
         timer.seconds["total"] = time.perf_counter() - t0 + timer.seconds["decode"]
         share = {k: v / len(batch) for k, v in timer.seconds.items()}  # the batch's, per frame
@@ -129,8 +134,7 @@ def stream(
 
 def _result(
     f: Frame,
-    mask: MaskResult,
-    full: bool,
+    fm: FrameMask,
     dets: torch.Tensor,
     run: EngineRun,
     masks: FrameMasks,
@@ -138,18 +142,28 @@ def _result(
     detector: Detector,
     timer: Timer,
 ) -> FrameResult:
-    """One frame's result: persistence learns from all its candidates (down to
-    ``persist_keep``), the output keeps those at the detector's ``post.conf``, then tracks."""
-    d = dets.numpy()
-    masks.update(d[:, :4], d[:, 4])
-    d = d[d[:, 4] >= detector.config.post.conf]
+    """One frame's result: its computed and carried detections; persistence learns from
+    all of them (down to ``persist_keep``), the output keeps those at the detector's
+    ``post.conf``, then tracks."""
+    with timer.stage("mask"):
+        d, carried = masks.update(fm, dets.numpy(), run.cells)
+    out = d[:, 4] >= detector.config.post.conf
+    d, carried = d[out], carried[out]
     ids = None
     if tracker is not None:
         with timer.stage("track"):
             ids = tracker.update(d, f.image)
     found = Detections(d[:, :4], d[:, 4], d[:, 5], detector.names)
     return FrameResult(
-        f.index, f.timestamp_s, found, ids, mask, run.active_fraction, full, image=f.image
+        f.index,
+        f.timestamp_s,
+        found,
+        ids,
+        fm.mask,
+        run.active_fraction,
+        fm.full,
+        image=f.image,
+        carried=carried,
     )
 
 

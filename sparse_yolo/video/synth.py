@@ -1,8 +1,9 @@
 """Surveillance-style clips composed from real imagery, for tests and benchmarks.
 
 A static real background with real object crops pasted along paths: some still from the
-first frame, some crossing the frame, some stopping mid-way. Each frame gets a little
-sensor noise, as a real camera does. The composer takes arrays; it reads no files.
+first frame, some crossing the frame, some stopping mid-way. Each frame gets sensor noise
+like a real static camera's (most pixels exactly unchanged from frame to frame), or, as a
+harder case, fresh noise on every pixel. The composer takes arrays; it reads no files.
 """
 
 from __future__ import annotations
@@ -61,8 +62,81 @@ def line(start: tuple[int, int], end: tuple[int, int], frames: int, stop: int | 
     return np.round(xy).astype(np.int64)
 
 
+class IidNoise:
+    """Independent Gaussian noise on every pixel of every frame (at a quarter of the
+    resolution, upsampled: cheap at 4K). Harder than a real camera, whose encoder leaves
+    most pixels exactly unchanged between frames (see :class:`CameraNoise`)."""
+
+    def __init__(self, shape: tuple[int, int], rng: np.random.Generator, sigma: float = 2.0):
+        self.shape, self.rng, self.sigma = shape, rng, sigma
+
+    def __call__(self, t: int) -> np.ndarray:
+        """(H, W, 1) float32 noise of frame ``t``."""
+        return _quarter_res(self.shape, self.rng, self.sigma)
+
+
+class CameraNoise:
+    """A static camera's noise as its video encoder leaves it: a fixed sensor pattern, a
+    fresh residual on key frames, and between them small steps in a few blocks, so most
+    pixels are exactly unchanged from frame to frame.
+
+    Frame ``t`` is the scene plus the fixed pattern (Gaussian, ``fixed`` grey levels, at a
+    quarter of the resolution) plus a residual field. Every ``gop``-th frame is a key
+    frame: every pixel gets a fresh residual (Gaussian, ``key`` grey levels, rounded). On
+    the frames between, a share ``blocks`` of the ``block`` x ``block`` pixel blocks is
+    re-encoded: in those, a share ``pixels`` of the pixels steps by a rounded Gaussian of
+    ``step`` grey levels (most steps round to 1 or 2 levels, some to 0). The defaults
+    follow the real static indoor clip (docs/video.md, "Sensor noise").
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int],
+        rng: np.random.Generator,
+        fixed: float = 2.0,
+        key: float = 1.7,
+        step: float = 1.0,
+        block: int = 16,
+        blocks: float = 0.15,
+        pixels: float = 0.42,
+        gop: int = 10,
+    ):
+        self.shape, self.rng, self.key, self.step = shape, rng, key, step
+        self.block, self.blocks, self.pixels, self.gop = block, blocks, pixels, gop
+        self.fixed = _quarter_res(shape, rng, fixed)
+        self.residual = np.zeros((*shape, 1), np.float32)
+
+    def __call__(self, t: int) -> np.ndarray:
+        """(H, W, 1) float32 noise of frame ``t`` (frames in order)."""
+        h, w = self.shape
+        if self.gop and t % self.gop == 0:
+            self.residual = np.round(self.rng.normal(0, self.key, (h, w, 1))).astype(np.float32)
+        else:
+            b = self.block
+            coded = self.rng.random((-(-h // b), -(-w // b))) < self.blocks
+            coded = np.repeat(np.repeat(coded, b, 0), b, 1)[:h, :w]
+            change = coded & (self.rng.random((h, w), dtype=np.float32) < self.pixels)
+            steps = np.round(self.rng.normal(0, self.step, int(change.sum())))
+            self.residual[change, 0] += steps.astype(np.float32)
+        return self.fixed + self.residual
+
+
+def _quarter_res(shape: tuple[int, int], rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """(H, W, 1) float32 Gaussian noise drawn at a quarter of the resolution, upsampled."""
+    h, w = shape
+    small = rng.normal(0, sigma, (-(-h // 4), -(-w // 4), 1)).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)[..., None]
+
+
+NOISE = {"camera": CameraNoise, "iid": IidNoise}
+
+
 def frames(
-    background: np.ndarray, sprites: list[Sprite], count: int, noise: float = 2.0, seed: int = 0
+    background: np.ndarray,
+    sprites: list[Sprite],
+    count: int,
+    noise: str | None = "camera",
+    seed: int = 0,
 ) -> Iterator[np.ndarray]:
     """Compose ``count`` frames: ``background`` with each sprite pasted at its position.
 
@@ -70,11 +144,17 @@ def frames(
         background: (H, W, 3) uint8 BGR.
         sprites: pasted in order (later ones on top); parts outside the frame are cut.
         count: frames to make (each sprite's path has at least this many rows).
-        noise: standard deviation of per-pixel Gaussian sensor noise, in grey levels.
+        noise: sensor noise model: ``camera`` (a real static camera's, :class:`CameraNoise`),
+            ``iid`` (fresh noise on every pixel of every frame, :class:`IidNoise`) or None.
         seed: noise seed (deterministic clips).
+
+    Raises:
+        ValueError: an unknown noise name (the message lists the known ones).
     """
-    rng = np.random.default_rng(seed)
+    if noise is not None and noise not in NOISE:
+        raise ValueError(f"unknown noise {noise!r}; known: {', '.join(NOISE)}")
     h, w = background.shape[:2]
+    model = NOISE[noise]((h, w), np.random.default_rng(seed)) if noise else None
     for t in range(count):
         img = background.copy()
         for s in sprites:
@@ -83,12 +163,24 @@ def frames(
             r0, c0, r1, c1 = max(0, y), max(0, x), min(h, y + sh), min(w, x + sw)
             if r1 > r0 and c1 > c0:
                 img[r0:r1, c0:c1] = s.image[r0 - y : r1 - y, c0 - x : c1 - x]
-        if noise:
-            # Noise at a quarter of the resolution, upsampled: cheap at 4K and still varied.
-            small = rng.normal(0, noise, (-(-h // 4), -(-w // 4), 1)).astype(np.float32)
-            grain = cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)[..., None]
-            img = np.clip(img + grain, 0, 255).astype(np.uint8)
+        if model is not None:
+            img = np.clip(img + model(t), 0, 255).astype(np.uint8)
         yield img
+
+
+def frame_change(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """How two consecutive (H, W, 3) uint8 frames differ, over all pixels and channels.
+
+    Returns:
+        ``unchanged`` (share of pixels identical in every channel), ``mean_abs`` and
+        ``std`` (of the signed differences, grey levels).
+    """
+    d = a.astype(np.int16) - b.astype(np.int16)
+    return {
+        "unchanged": float((d == 0).all(2).mean()),
+        "mean_abs": float(np.abs(d).mean()),
+        "std": float(d.std()),
+    }
 
 
 def write(path: str | Path, images: Iterator[np.ndarray], fps: float = 10.0) -> int:
