@@ -65,6 +65,16 @@ def test_stopping_object_still_found(clip, tracked):
         assert found(r.detections.boxes, clip.stopping.box_at(r.frame_index)) >= 0, r.frame_index
 
 
+def test_moving_object_detected_like_dense_with_the_default_settings(clip, yolo, dense):
+    """Without reuse (the default at this frame size): wherever dense finds the walker, the
+    video path finds it too."""
+    runs = stream(yolo, clip.path, VideoConfig(refresh=0))
+    for r, ref in zip(runs, dense, strict=True):
+        truth = clip.walker.box_at(r.frame_index)
+        if found(ref.boxes, truth) >= 0:
+            assert found(r.detections.boxes, truth) >= 0, r.frame_index
+
+
 def test_moving_object_covered_and_detected_like_dense(clip, tracked, dense):
     """The walker's cells are computed on every frame; where dense finds it clear of the
     threshold (>= 0.5), so does the video path, and on most frames where dense finds it at
