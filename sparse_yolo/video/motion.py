@@ -98,17 +98,8 @@ class MotionMask(CellMask):
 
 
 def box_cells(boxes: np.ndarray, shape: tuple[int, int], cell: int, margin: int) -> np.ndarray:
-    """Cells touched by boxes, grown by ``margin`` cells.
-
-    Args:
-        boxes: (N, 4) xyxy in image pixels.
-        shape: (Hc, Wc) of the cell grid.
-        cell: cell edge in pixels.
-        margin: cells added on every side.
-
-    Returns:
-        (Hc, Wc) bool.
-    """
+    """(Hc, Wc) bool: the cells of :func:`~sparse_yolo.video.reuse.box_rects` (boxes in image
+    pixels, grown by ``margin`` cells on every side) on a grid of ``shape``."""
     out = np.zeros(shape, bool)
     for r0, r1, c0, c1 in box_rects(boxes, shape, cell, margin):
         out[r0:r1, c0:c1] = True
