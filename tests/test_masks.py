@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -233,10 +236,12 @@ def test_shipped_learned_mask_leaves_held_out_forest_and_water_dark(shared, name
     half of the OSBS forest tile, and boats.jpg's open water right of its training half,
     mirror-tiled to 1024 px (waves, no boats)."""
     if name == "water":
-        src = cv2.imread(str(shared / "data" / "aerial" / "boats.jpg"))[620:1060, 960:1200]
-        block = np.concatenate([src, src[:, ::-1]], 1)
-        image = np.tile(np.concatenate([block, block[::-1]], 0), (2, 3, 1))[:1024, :1024]
-        valid = None
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+        from bench_e2e import mirror_tile
+        from mask_bench import HELD_OUT_WATER
+
+        src = cv2.imread(str(shared / "data" / "aerial" / "boats.jpg"))[HELD_OUT_WATER]
+        image, valid = mirror_tile(src, 1024, 1024), None
     else:
         image, valid = held_out_half(shared, "geotiff/" + name)
     res = make_mask(MaskConfig(name="learned"))(np.ascontiguousarray(image), valid)

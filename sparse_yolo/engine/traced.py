@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Features = Callable[[Sequence[torch.Tensor]], list[torch.Tensor]]
-
 
 class _Forward(nn.Module):
     """``model.features`` with the stem outputs as positional tensors (traceable)."""
