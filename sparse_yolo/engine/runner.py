@@ -21,6 +21,7 @@ from ultralytics.nn.modules import Detect
 
 from sparse_yolo.config import DetectorConfig
 from sparse_yolo.engine.calibrate import load_costs
+from sparse_yolo.engine.collect import WindowCollector
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
 from sparse_yolo.engine.lanes import run_in_lanes
 from sparse_yolo.engine.policy import CostTable, choose
@@ -29,7 +30,6 @@ from sparse_yolo.engine.windows import group_by_shape, plan_windows
 from sparse_yolo.imageops import bgr_to_batch, padded
 from sparse_yolo.masks import MaskResult
 from sparse_yolo.model.yolo import SparseYOLO
-from sparse_yolo.postprocess import merge_windows, window_nms
 from sparse_yolo.sparse.active import ActivePyramid, pad_cells
 from sparse_yolo.sparse.backends import make_backend, spconv_available
 from sparse_yolo.sparse.stem import densify, flat_response, run_stem
@@ -217,7 +217,7 @@ class SparseEngine:
         for f in frames:
             with timer.stage("plan"):
                 plans.append(self.plan(f.mask))
-        out = _Collector(len(frames))
+        out = WindowCollector(len(frames))
         sparse = [i for i, p in enumerate(plans) if p.path != "dense" and len(p.windows)]
         for i in sparse:
             self._stem_windows(frames[i], plans[i], i, out, timer)
@@ -239,7 +239,7 @@ class SparseEngine:
         )
 
     def _stem_windows(
-        self, f: Frame, plan: Plan, index: int, out: _Collector, timer: Timer
+        self, f: Frame, plan: Plan, index: int, out: WindowCollector, timer: Timer
     ) -> None:
         """Sparse stem of one frame, then its windows densified into ``out``."""
         backend = make_backend(plan.backend, self.device)
@@ -252,7 +252,7 @@ class SparseEngine:
             for boxes in self._shape_groups(plan.windows, _grid_hw(plan, f.mask.cell)):
                 out.add_windows(index, boxes, densify(backend, feats, boxes.to(self.device), fill))
 
-    def _remainder(self, out: _Collector, timer: Timer) -> None:
+    def _remainder(self, out: WindowCollector, timer: Timer) -> None:
         batches = list(out.window_batches(self._per_batch))
         cpu = self.device.type == "cpu" and self.graphs is None
         lanes, sizes = torch.get_num_threads() if cpu else 1, [b[-1].numel() for b, _ in batches]
@@ -302,7 +302,7 @@ class SparseEngine:
             return self.graphs.candidates("dense", fn, x, conf)
         return model.detect_p3(model.dense_stem(x), conf)
 
-    def _dense(self, frames: list[Frame], which: list[int], out: _Collector, timer: Timer):
+    def _dense(self, frames: list[Frame], which: list[int], out: WindowCollector, timer: Timer):
         """The plain dense path for frames the policy sent there, equal sizes batched."""
         by_size: dict[tuple[int, int], list[int]] = {}
         for i in which:
@@ -355,66 +355,3 @@ def _pixels(f: Frame) -> np.ndarray | torch.Tensor:
 
 def _grid_hw(plan: Plan, cell: int) -> tuple[int, int]:
     return plan.cells.shape[0] * cell // 8, plan.cells.shape[1] * cell // 8
-
-
-class _Collector:
-    """Windows of several frames, batched by shape across frames, and their candidates."""
-
-    def __init__(self, n: int) -> None:
-        self.boxes: list[list[torch.Tensor]] = [[] for _ in range(n)]
-        self.count = [0] * n
-        self.cands: list[list[torch.Tensor]] = [[] for _ in range(n)]
-        self.pending: dict[tuple[int, int], list[tuple[int, int, torch.Tensor]]] = {}
-
-    def add_windows(
-        self, frame: int, boxes: torch.Tensor, feats: list[torch.Tensor] | None
-    ) -> None:
-        """(B, 4) stride-8 windows of a frame and their (B, C, h, w) features per stem output
-        (None: no remainder to run, the candidates come from elsewhere)."""
-        local = self.count[frame]
-        self.boxes[frame].append(boxes.cpu())
-        self.count[frame] += len(boxes)
-        if feats is not None:
-            key = tuple(feats[-1].shape[-2:])
-            self.pending.setdefault(key, []).append((frame, local, feats))
-
-    def window_batches(self, per_batch) -> Iterator[tuple[torch.Tensor, list[tuple[int, int]]]]:
-        """Equal-shaped windows of every frame, ``per_batch(h, w)`` at a time, with the
-        (frame, window) each row belongs to."""
-        for (h, w), items in self.pending.items():
-            levels = range(len(items[0][2]))
-            feats = [torch.cat([t[k] for _, _, t in items]) for k in levels]
-            owners = [(f, first + k) for f, first, t in items for k in range(len(t[-1]))]
-            per = per_batch(h, w)
-            for s in range(0, len(owners), per):
-                yield [f[s : s + per] for f in feats], owners[s : s + per]
-        self.pending.clear()
-
-    def add_candidates(self, cand: torch.Tensor, owners: list[tuple[int, int]]) -> None:
-        """(K, 7) candidates whose last column is the row in the batch ``owners`` describes."""
-        if not len(cand):
-            return
-        row = cand[:, 6].long().cpu()
-        frame = torch.tensor([f for f, _ in owners])[row]
-        window = torch.tensor([w for _, w in owners], dtype=cand.dtype)[row].to(cand.device)
-        for f in frame.unique().tolist():
-            sel = (frame == f).to(cand.device)
-            mine = cand[sel]
-            mine[:, 6] = window[sel]
-            self.cands[f].append(mine)
-
-    def detections(
-        self, frame: int, image_hw: tuple[int, int], cfg: DetectorConfig, end2end: bool = False
-    ):
-        """(N, 6) merged detections of one frame in its pixels, on CPU.
-
-        An end-to-end (NMS-free) head's candidates are final within a window; only the
-        objects that overlapping windows see twice are merged by NMS, and one window of such a
-        head is left exactly as Ultralytics leaves it.
-        """
-        if not self.boxes[frame]:
-            return torch.zeros((0, 6))
-        boxes = torch.cat(self.boxes[frame])
-        cand = torch.cat(self.cands[frame]) if self.cands[frame] else torch.zeros((0, 7))
-        dets = window_nms(cand, boxes, cfg.post, suppress=not end2end)
-        return merge_windows(dets, image_hw, cfg.post, suppress=not (end2end and len(boxes) == 1))
