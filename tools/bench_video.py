@@ -315,6 +315,27 @@ def noise_stats(frames: Iterator[np.ndarray], gop: int = 10) -> dict:
     return out
 
 
+def variant(spec: str, batch: int) -> tuple[str, VideoConfig]:
+    """``NAME:FIELD=VALUE,...`` -> (NAME, the default VideoConfig with those fields)."""
+    name, _, fields = spec.partition(":")
+    kinds = {f.name: f.type for f in dataclasses.fields(VideoConfig)}
+    changes = {}
+    for item in filter(None, fields.split(",")):
+        key, _, value = item.partition("=")
+        if key not in kinds:
+            raise SystemExit(f"--variant {spec}: unknown field {key!r}; known: {', '.join(kinds)}")
+        kind = kinds[key]
+        if "bool" in kind:
+            changes[key] = None if value == "none" else value.lower() in ("1", "true", "on")
+        elif "int" in kind:
+            changes[key] = int(value)
+        elif "float" in kind:
+            changes[key] = float(value)
+        else:
+            changes[key] = value
+    return name, VideoConfig(**{"batch": batch, **changes})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--real-frames", type=int, default=1394)
@@ -342,6 +363,14 @@ def main() -> None:
         help="Only measure how consecutive frames differ: the real clip (all frames) and "
         "the 4K clip's background under each --noise model (--uhd-frames frames).",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:FIELD=VALUE[,FIELD=VALUE]",
+        help="Also run the video path with these VideoConfig fields changed, in lockstep "
+        "(repeatable), e.g. quarter:motion_scale=0.25 or flat:background=false.",
+    )
     p.add_argument("--out", type=Path, help="Also write the report as JSON here.")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -357,6 +386,7 @@ def main() -> None:
     videos = {
         "video" if r else "video_noreuse": VideoConfig(batch=args.batch, reuse=r) for r in reuse
     }
+    videos.update(variant(v, args.batch) for v in args.variant)
     if args.real_frames:
         clip = real_clip(args.real_frames)
         reports.append(
