@@ -84,6 +84,16 @@ def test_windows_densify_the_stride8_grid(backend):
         assert 0 < on.sum() < on.numel()
         torch.testing.assert_close(crop[:, on], grid[:, y0 : y0 + h, x0 : x0 + w][:, on])
         torch.testing.assert_close(crop[:, ~on], fill[:, None].expand(-1, int((~on).sum())))
+    # A fill map (a camera's background, channels-last) gives each inactive site its own.
+    c, gh, gw = grid.shape
+    hwc = torch.arange(gh * gw * c, dtype=torch.float32).view(gh, gw, c) / (gh * gw * c)
+    background = hwc.permute(2, 0, 1)
+    with torch.no_grad():
+        mapped = be.windows(feats, boxes, background)
+    for (y0, x0, h, w), crop in zip(boxes.tolist(), mapped, strict=True):
+        on = active[y0 : y0 + h, x0 : x0 + w]
+        torch.testing.assert_close(crop[:, on], grid[:, y0 : y0 + h, x0 : x0 + w][:, on])
+        torch.testing.assert_close(crop[:, ~on], background[:, y0 : y0 + h, x0 : x0 + w][:, ~on])
 
 
 def test_every_backend_is_registered_and_unknown_names_rejected():

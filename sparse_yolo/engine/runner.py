@@ -20,6 +20,7 @@ import torch
 from ultralytics.nn.modules import Detect
 
 from sparse_yolo.config import DetectorConfig
+from sparse_yolo.engine.background import Background
 from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.collect import WindowCollector
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
@@ -63,12 +64,15 @@ class Timer:
 @dataclass
 class Frame:
     """One frame for the engine: (H, W, 3) uint8 BGR ``image``, its cell ``mask``, optional
-    (H, W) bool ``valid`` pixels and the ``uploaded`` image on the device."""
+    (H, W) bool ``valid`` pixels, the ``uploaded`` image on the device, and the
+    ``background`` of its camera (a stream's frames share one: its windows read skipped
+    sites from it, and a frame computed at every site renews it)."""
 
     image: np.ndarray
     mask: MaskResult
     valid: np.ndarray | None = None
     uploaded: torch.Tensor | None = None
+    background: Background | None = None
 
 
 @dataclass
@@ -233,7 +237,7 @@ class SparseEngine:
     def _record(self, frame: Frame, plan: Plan) -> EngineRun:
         predicted = plan.info.get("predicted_ms", {})
         backend = plan.backend or "plain"
-        fill = self.cfg.window.fill
+        fill = plan.info.get("fill", self.cfg.window.fill)
         return EngineRun(
             backend, fill, plan.cells, frame.mask.cell, plan.windows, plan.path, predicted
         )
@@ -248,9 +252,24 @@ class SparseEngine:
             img = self.upload(f.image) if f.uploaded is None else f.uploaded
             feats = run_stem(self.model.stem, backend, img, pyramid)
         with timer.stage("densify"):
-            fill = self._fill(f.image, pyramid, f.valid, f.uploaded)
+            fill = self._background(f, pyramid, backend, feats, plan)
+            fill = fill or self._fill(f.image, pyramid, f.valid, f.uploaded)
             for boxes in self._shape_groups(plan.windows, _grid_hw(plan, f.mask.cell)):
                 out.add_windows(index, boxes, densify(backend, feats, boxes.to(self.device), fill))
+
+    @staticmethod
+    def _background(f: Frame, pyramid: ActivePyramid, backend, feats, plan: Plan) -> list | None:
+        """The frame's background maps as the fill of its skipped sites, if it has them; a
+        frame whose every site is active renews them instead (engine.background)."""
+        if f.background is None:
+            return None
+        if pyramid.all_active:
+            f.background.capture([backend.grid(x)[0] for x in feats], f.image.shape[:2])
+            return None
+        maps = f.background.fill(f.image.shape[:2])
+        if maps is not None:
+            plan.info["fill"] = "background"
+        return maps
 
     def _remainder(self, out: WindowCollector, timer: Timer) -> None:
         batches = list(out.window_batches(self._per_batch))
@@ -295,8 +314,16 @@ class SparseEngine:
         return x.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _dense_forward(self, x: torch.Tensor, frames: list[Frame] = ()) -> torch.Tensor:
+        """(K, 7) candidates of the (B, 3, H, W) batch; the ``frames`` it holds, in order,
+        renew their backgrounds from its stem outputs."""
         conf, model = self.cfg.post.conf, self.model
+        if any(f.background is not None for f in frames):
+            stem = model.dense_stem(x)
+            for k, f in enumerate(frames):
+                if f.background is not None:
+                    f.background.capture([s[k] for s in stem], f.image.shape[:2])
+            return self.remainder(stem)
         if self.graphs is not None:
             fn = lambda t: model.forward_p3(model.dense_stem(t))  # noqa: E731
             return self.graphs.candidates("dense", fn, x, conf)
@@ -312,9 +339,8 @@ class SparseEngine:
             for k in range(0, len(ids), per):
                 chunk = ids[k : k + per]
                 with timer.stage("remainder"):
-                    cand = self._dense_forward(
-                        self._dense_input([_pixels(frames[i]) for i in chunk])
-                    )
+                    x = self._dense_input([_pixels(frames[i]) for i in chunk])
+                    cand = self._dense_forward(x, [frames[i] for i in chunk])
                 whole = torch.tensor([[0, 0, -(-h // 8), -(-w // 8)]])
                 for i in chunk:
                     out.add_windows(i, whole, None)

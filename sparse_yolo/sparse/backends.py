@@ -74,7 +74,9 @@ class SparseBackend:
 
         Args:
             boxes: (B, 4) long (y0, x0, h, w) in stride units; every h and w equal.
-            fill: optional (C,) features for the inactive sites (zeros when None).
+            fill: what the inactive sites read: one (C,) vector for all of them, a (C, H, W)
+                map over the whole level (channels-last) giving each its own (a fixed
+                camera's background, :mod:`sparse_yolo.engine.background`), or None (zeros).
 
         Returns:
             (B, C, h, w) float in channels-last memory format.
@@ -168,7 +170,8 @@ class DenseBackend(SparseBackend):
         grid = x.x
         if fill is not None and not x.pyramid.all_active:
             off = ~x.pyramid.mask(x.stride)
-            grid = grid + off.to(grid.dtype) * fill[:, None, None]  # inactive sites are zero
+            fill = fill if fill.dim() == 3 else fill[:, None, None]  # a map, or one vector
+            grid = grid + off.to(grid.dtype) * fill.to(grid.dtype)  # inactive sites are zero
         if boxes.tolist() == [[0, 0, *grid.shape[-2:]]]:  # one window, the whole frame
             return grid.contiguous(memory_format=torch.channels_last)
         crops = [grid[0, :, y0 : y0 + h, x0 : x0 + w] for y0, x0, h, w in boxes.tolist()]
@@ -222,6 +225,8 @@ class RowsBackend(SparseBackend):
         xs = boxes[:, 1, None, None] + 1 + dx[None, None, :]
         idx = x.level.index[ys * (w + 2) + xs]  # (B, bh, bw) rows, N where inactive
         table = x.feats
+        if fill is not None and fill.dim() == 3:  # a map: each inactive site reads its own
+            return _over_map(table, idx, (ys - 1) * w + xs - 1, fill)
         if fill is not None:  # the last row is what inactive sites read
             table = torch.cat([table[:-1], fill[None].to(table.dtype)])
         return table[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
@@ -245,6 +250,28 @@ class RowsBackend(SparseBackend):
         if conv_kind(m) == "strided":
             return x.pyramid.level(x.level.stride * 2), x.pyramid
         return x.level, x.pyramid
+
+
+def _over_map(
+    table: torch.Tensor, idx: torch.Tensor, sites: torch.Tensor, fill: torch.Tensor
+) -> torch.Tensor:
+    """Windows of active rows over a background map.
+
+    Args:
+        table: (N + 1, C) active rows, the last one a dummy.
+        idx: (B, bh, bw) row of each window site, N where inactive.
+        sites: (B, bh, bw) flat index of each window site in the level's (H, W) grid.
+        fill: (C, H, W) channels-last map the inactive sites read.
+
+    Returns:
+        (B, C, bh, bw) channels-last windows.
+    """
+    b, bh, bw = idx.shape
+    out = fill.permute(1, 2, 0).reshape(-1, fill.shape[0])[sites.view(-1)].to(table.dtype)
+    idx = idx.view(-1)
+    active = (idx < len(table) - 1).nonzero().squeeze(1)
+    out[active] = table[idx[active]]
+    return out.view(b, bh, bw, -1).permute(0, 3, 1, 2)
 
 
 class GatherBackend(RowsBackend):

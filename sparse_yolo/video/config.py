@@ -49,12 +49,19 @@ class VideoConfig:
             them; full frames recompute everything. None (default): on for frames of at
             least ``REUSE_MIN_PIXELS`` (Full HD), where it saves most; on small frames
             its bookkeeping can cost more than recomputing the few kept objects saves.
+        background: windows read the sites a frame skips from the stem features of the
+            stream's last frame computed at every site (the first frame, and any other the
+            engine runs in full), instead of a flat colour
+            (:mod:`sparse_yolo.engine.background`): borderline objects beside moving ones
+            then score as in the full frame.
         subtractor: OpenCV background model, ``mog2`` or ``knn``.
         motion_size: the background model runs at a long side of at most this many pixels
             and at most ``motion_scale`` of the frame's resolution.
         motion_scale: see ``motion_size``: objects are as many pixels across in a small
             frame as in a large one, so a small frame needs no more of its resolution for
             its motion to be seen (and the background model's cost grows with its pixels).
+            A quarter still gives each 16-pixel cell 4x4 pixels of the model, more than a
+            4K frame at 640 pixels gets (a sixth).
         motion_min: a cell is moving when this share of its pixels is foreground
             (scaled by the mask's ``threshold``).
         motion_context: cells of dilation around moving cells: the background model marks
@@ -77,9 +84,10 @@ class VideoConfig:
     persist_margin: int = 2
     persist_frames: int = 5
     reuse: bool | None = None
+    background: bool = True
     subtractor: str = "mog2"
     motion_size: int = 640
-    motion_scale: float = 0.5
+    motion_scale: float = 0.25
     motion_min: float = 0.05
     motion_context: int = 2
     batch: int = 8

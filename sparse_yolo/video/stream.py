@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sparse_yolo.engine import SparseEngine, Timer
+from sparse_yolo.engine.background import Background
 from sparse_yolo.engine.runner import Frame as EngineFrame
 from sparse_yolo.errors import SparseYoloError
 from sparse_yolo.masks import MaskResult
@@ -100,6 +101,7 @@ def stream(
     masks = FrameMasks(detector.config.mask, video, post.conf, post.iou, detector=detector)
     engine = _engine_with_conf(detector.engine, min(video.persist_keep, detector.config.post.conf))
     tracker = Tracker(video.track) if video.track else None
+    background = Background() if video.background else None
     frames = iter(reader)
     done = 0
     while True:
@@ -117,7 +119,11 @@ def stream(
         with timer.stage("mask"):
             frame_masks = [masks(f.image) for f in batch]
         runs = engine.run_batch(
-            [EngineFrame(f.image, m.mask) for f, m in zip(batch, frame_masks, strict=True)], timer
+            [
+                EngineFrame(f.image, m.mask, background=background)
+                for f, m in zip(batch, frame_masks, strict=True)
+            ],
+            timer,
         )
         results = [
             _result(f, fm, dets, run, masks, tracker, detector, timer)
