@@ -327,3 +327,12 @@ def test_merge_carried_prefers_computed():
     out, is_carried = merge_carried(computed, carried.astype(np.float32), 0.5)
     assert out[:, 4].tolist() == pytest.approx([0.5, 0.4, 0.3, 0.2])  # the 0.9 is the 0.3 again
     assert is_carried.tolist() == [True, True, False, False]
+
+
+def test_cli_video_flags_reach_the_video_config():
+    from sparse_yolo.commands.video import video_config  # noqa: PLC0415
+
+    default = video_config({})
+    assert default.background and default.reuse is None
+    chosen = video_config({"background": False, "reuse": True, "refresh": 7})
+    assert (chosen.background, chosen.reuse, chosen.refresh) == (False, True, 7)

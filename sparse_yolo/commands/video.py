@@ -42,6 +42,13 @@ def video_options(f):
             "1920x1080 and larger; on small frames recomputing is as cheap).",
         ),
         click.option(
+            "--background/--no-background",
+            default=None,
+            help="Windows read the sites a frame skips from the stem features of the last "
+            "frame computed in full (the first), as a fixed camera sees them, rather than a "
+            "flat colour: objects beside moving ones score as in the full frame (default: on).",
+        ),
+        click.option(
             "--video-masks",
             help="Masks of ordinary frames, joined by + as a union: motion (default), "
             "motion+gradient, all, ...",
@@ -71,6 +78,7 @@ def video_config(opts: dict[str, Any]):
     given["masks"] = opts.get("video_masks")
     given["batch"] = opts.get("video_batch")
     given["reuse"] = opts.get("reuse")
+    given["background"] = opts.get("background")
     try:
         return VideoConfig(**{k: v for k, v in given.items() if v is not None})
     except ValueError as exc:

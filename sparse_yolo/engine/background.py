@@ -13,10 +13,15 @@ The engine keeps a :class:`Background` up to date itself: every frame that carri
 runs every site (the dense path, or windows with every cell active) replaces it. Only such
 frames do: the stem's features at the edge of a partial active set read zeros past the edge,
 and written back they would spread that error into later frames.
+
+The background is context, not evidence: it may still hold an object that has left since
+(a car parked when the background was taken). A frame that read it keeps only the
+detections centred on cells it computed (:func:`computed_only`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -49,3 +54,22 @@ class Background:
         """
         self.maps = [f.detach().permute(1, 2, 0).contiguous().permute(2, 0, 1) for f in feats]
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
+
+
+def computed_only(dets: torch.Tensor, cells: np.ndarray, cell: int) -> torch.Tensor:
+    """The detections centred on a computed cell.
+
+    Args:
+        dets: (N, 6) [x1, y1, x2, y2, score, class] in frame pixels.
+        cells: (Hc, Wc) bool, the cells the frame computed.
+        cell: cell size in pixels.
+
+    Returns:
+        (M, 6) the rows of ``dets`` whose box centre lies in a computed cell.
+    """
+    if not len(dets):
+        return dets
+    centre = ((dets[:, :2] + dets[:, 2:4]) / 2 / cell).long().numpy()
+    row = np.clip(centre[:, 1], 0, cells.shape[0] - 1)
+    col = np.clip(centre[:, 0], 0, cells.shape[1] - 1)
+    return dets[torch.from_numpy(cells[row, col])]

@@ -20,7 +20,7 @@ import torch
 from ultralytics.nn.modules import Detect
 
 from sparse_yolo.config import DetectorConfig
-from sparse_yolo.engine.background import Background
+from sparse_yolo.engine.background import Background, computed_only
 from sparse_yolo.engine.calibrate import load_costs
 from sparse_yolo.engine.collect import WindowCollector
 from sparse_yolo.engine.gpu import GraphCache, HostStaging
@@ -231,6 +231,8 @@ class SparseEngine:
         for i, (f, p) in enumerate(zip(frames, plans, strict=True)):
             with timer.stage("merge"):
                 dets = out.detections(i, f.image.shape[:2], self.cfg, self.model.end2end)
+                if p.info.get("fill") == "background":
+                    dets = computed_only(dets, p.cells, f.mask.cell)
             results.append((dets, self._record(f, p)))
         return results
 

@@ -31,6 +31,7 @@ from sparse_yolo.sparse.ops import (
     masked_frame,
     pixel_rows,
     pointwise_cat,
+    rows_over_map,
     single_thread_on_cpu,
     spconv_available,
 )
@@ -226,7 +227,7 @@ class RowsBackend(SparseBackend):
         idx = x.level.index[ys * (w + 2) + xs]  # (B, bh, bw) rows, N where inactive
         table = x.feats
         if fill is not None and fill.dim() == 3:  # a map: each inactive site reads its own
-            return _over_map(table, idx, (ys - 1) * w + xs - 1, fill)
+            return rows_over_map(table, idx, (ys - 1) * w + xs - 1, fill)
         if fill is not None:  # the last row is what inactive sites read
             table = torch.cat([table[:-1], fill[None].to(table.dtype)])
         return table[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
@@ -250,28 +251,6 @@ class RowsBackend(SparseBackend):
         if conv_kind(m) == "strided":
             return x.pyramid.level(x.level.stride * 2), x.pyramid
         return x.level, x.pyramid
-
-
-def _over_map(
-    table: torch.Tensor, idx: torch.Tensor, sites: torch.Tensor, fill: torch.Tensor
-) -> torch.Tensor:
-    """Windows of active rows over a background map.
-
-    Args:
-        table: (N + 1, C) active rows, the last one a dummy.
-        idx: (B, bh, bw) row of each window site, N where inactive.
-        sites: (B, bh, bw) flat index of each window site in the level's (H, W) grid.
-        fill: (C, H, W) channels-last map the inactive sites read.
-
-    Returns:
-        (B, C, bh, bw) channels-last windows.
-    """
-    b, bh, bw = idx.shape
-    out = fill.permute(1, 2, 0).reshape(-1, fill.shape[0])[sites.view(-1)].to(table.dtype)
-    idx = idx.view(-1)
-    active = (idx < len(table) - 1).nonzero().squeeze(1)
-    out[active] = table[idx[active]]
-    return out.view(b, bh, bw, -1).permute(0, 3, 1, 2)
 
 
 class GatherBackend(RowsBackend):

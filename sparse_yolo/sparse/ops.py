@@ -178,3 +178,25 @@ def single_thread_on_cpu(device: torch.device) -> Iterator[None]:
 
 def spconv_available() -> bool:
     return importlib.util.find_spec("spconv") is not None
+
+
+def rows_over_map(
+    table: torch.Tensor, idx: torch.Tensor, sites: torch.Tensor, fill: torch.Tensor
+) -> torch.Tensor:
+    """Windows of active rows over a background map.
+
+    Args:
+        table: (N + 1, C) active rows, the last one a dummy.
+        idx: (B, bh, bw) row of each window site, N where inactive.
+        sites: (B, bh, bw) flat index of each window site in the level's (H, W) grid.
+        fill: (C, H, W) channels-last map the inactive sites read.
+
+    Returns:
+        (B, C, bh, bw) channels-last windows.
+    """
+    b, bh, bw = idx.shape
+    out = fill.permute(1, 2, 0).reshape(-1, fill.shape[0])[sites.view(-1)].to(table.dtype)
+    idx = idx.view(-1)
+    active = (idx < len(table) - 1).nonzero().squeeze(1)
+    out[active] = table[idx[active]]
+    return out.view(b, bh, bw, -1).permute(0, 3, 1, 2)
