@@ -96,7 +96,9 @@ def test_refresh_and_persistence_rule():
     assert not len(frame.carried)  # no reuse
     update(frame, boxes[:0], [])  # missed persist_frames times: gone
     update(frame, boxes, [0.05])  # below persist_conf
-    assert not masks(still).mask.cells.any()
+    assert not len(masks.persist.boxes)
+    refresh = masks(still)  # frame 6: the base mask, every cell by default
+    assert refresh.full and refresh.mask.cells.all()
 
 
 def test_persistence_hysteresis():

@@ -30,8 +30,8 @@ def video_options(f):
         click.option(
             "--refresh",
             type=click.IntRange(0),
-            help="Run the full-frame base mask every N frames, so objects that never move are "
-            "found (100; 0: only during warm-up).",
+            help="Compute every cell of every N-th frame, so objects that never move are found "
+            "and the camera's background follows the light (100; 0: only during warm-up).",
         ),
         click.option(
             "--reuse/--no-reuse",

@@ -31,7 +31,9 @@ class VideoConfig:
     Attributes:
         masks: ``+``-joined mask names for ordinary frames: ``motion`` or any still-image
             mask (``gradient``, ``all``, ...).
-        base: full-frame mask of warm-up and refresh frames (``gradient``, ``all``, ...).
+        base: full-frame mask of warm-up and refresh frames (``all``, ``gradient``, ...).
+            ``all`` computes every cell: those frames find static objects as dense does,
+            and renew the camera's background (``background``) as the light changes.
         warmup: frames at the start that run ``base`` while the background model learns
             (its first frame marks every cell as moving, so frame 0 computes them all).
         refresh: run ``base`` on every frame whose index is a multiple of this; 0 never.
@@ -76,7 +78,7 @@ class VideoConfig:
     """
 
     masks: str = "motion"
-    base: str = "gradient"
+    base: str = "all"
     warmup: int = 1
     refresh: int = 100
     persist_conf: float = 0.25

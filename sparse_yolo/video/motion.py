@@ -6,7 +6,7 @@ marks the union of
 * the masks of ordinary frames (``motion`` by default: OpenCV background subtraction at
   reduced resolution, scored per cell and sent through the masks' shared post-processing
   chain, like every still-image mask),
-* on warm-up and refresh frames, the full-frame base mask (``gradient`` by default), so
+* on warm-up and refresh frames, the full-frame base mask (``all`` by default: every cell), so
   objects that never move are found,
 * persistence: the objects found so far, grown by a margin, so an object found once stays
   examined after it stops moving and while it never moves. It has hysteresis: an object

@@ -85,7 +85,7 @@ def stream(
             shape the per-frame masks, its ``post.conf`` filters the output.
         source: a video file, stream URL, folder or glob of frames, or frames in order
             (an open :class:`VideoReader`, or any iterable of :class:`Frame`).
-        video: masks over time, batching and tracking (defaults: motion, gradient
+        video: masks over time, batching and tracking (defaults: motion, every cell on
             warm-up/refresh).
 
     Yields:
