@@ -176,6 +176,30 @@ def test_p2_windows_are_densified_at_stride_4_and_8_over_the_same_boxes(checkpoi
                     torch.testing.assert_close(crop, grid[:, y0 : y0 + h, x0 : x0 + w])
 
 
+def test_p2_background_keeps_both_stem_levels_and_windows_read_it(checkpoints):
+    """A camera's background holds every stem output of a frame computed in full (stride
+    4 and 8 for P2); a windowed frame's skipped sites read each level's map, and it keeps
+    only detections centred on the cells it computed."""
+    from sparse_yolo.engine import Timer
+    from sparse_yolo.engine.background import Background
+    from sparse_yolo.engine.runner import Frame
+
+    weights = checkpoints("yolov8n-p2.yaml", 1, None)
+    det = Detector(weights, backend="gather", device="cpu", **{**POST, "post.conf": 0.02})
+    engine, image = det.engine, _image()
+    every = np.ones((8, 12), bool)
+    part = blob_cells((8, 12), 0.3, seed=5)
+    background = Background()
+    whole = Frame(image, MaskResult(every, every.astype(np.float32), 16), background=background)
+    engine.run_batch([whole], Timer(engine.device))
+    assert [tuple(m.shape[-2:]) for m in background.maps] == [(32, 48), (16, 24)]
+    frame = Frame(image, MaskResult(part, part.astype(np.float32), 16), background=background)
+    ((dets, run),) = engine.run_batch([frame], Timer(engine.device))
+    assert run.path == "windows" and run.fill == "background" and len(dets)
+    centre = ((dets[:, :2] + dets[:, 2:4]) / 2 / 16).long().numpy()
+    assert part[centre[:, 1], centre[:, 0]].all()
+
+
 @pytest.mark.parametrize("name", ["yolo11n.yaml", "yolov8n-p2.yaml"])
 def test_detect_cli_end_to_end_on_shared_frames(shared, tmp_path, name):
     """`sparse-yolo detect` on the shared VisDrone frames with a user's saved checkpoint of
