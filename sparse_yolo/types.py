@@ -64,7 +64,8 @@ class EngineRun:
     Attributes:
         backend: the stem backend that ran (``gather``, ``spconv`` or ``dense``; ``plain``
             for the plain dense forward).
-        fill: what inactive stride-8 sites held (``flat`` or ``zero``).
+        fill: what inactive stride-8 sites held (``flat``, ``zero``, or ``background``:
+            the camera's, see :mod:`sparse_yolo.engine.background`).
         cells: (Hc, Wc) bool cells the stem computed (all True when ``auto`` chose every
             cell or the plain dense forward).
         cell: cell edge in pixels.
