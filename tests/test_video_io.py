@@ -19,7 +19,7 @@ from sparse_yolo.video import synth
 from sparse_yolo.video.config import VideoConfig
 from sparse_yolo.video.motion import FrameMasks, Persistence, box_cells
 from sparse_yolo.video.reader import StreamInterrupted, VideoReader, is_video_source
-from sparse_yolo.video.reuse import Reuse, merge_carried
+from sparse_yolo.video.reuse import Reuse, box_rects, grow_through, merge_carried
 
 FRAMES = 12
 
@@ -338,3 +338,35 @@ def test_cli_video_flags_reach_the_video_config():
     assert default.background and default.reuse is None
     chosen = video_config({"background": False, "reuse": True, "refresh": 7})
     assert (chosen.background, chosen.reuse, chosen.refresh) == (False, True, 7)
+
+
+def _grow_by_passes(active: np.ndarray, rects: np.ndarray) -> np.ndarray:
+    """The rule by its definition: add every rectangle that touches the active cells, pass
+    after pass, until a pass adds none."""
+    added = np.zeros(len(rects), bool)
+    while True:
+        grew = False
+        for i in np.flatnonzero(~added):
+            r0, r1, c0, c1 = rects[i]
+            if active[r0:r1, c0:c1].any():
+                active[r0:r1, c0:c1] = added[i] = grew = True
+        if not grew:
+            return added
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grow_through_follows_chains_of_boxes_as_the_passes_do(seed):
+    """Stored boxes packed like a car park, some chained away from the motion: the one-pass
+    components add exactly the boxes and cells that pass after pass adds."""
+    rng = np.random.default_rng(seed)
+    shape, n = (40, 60), int(rng.integers(1, 120))
+    xy = rng.uniform(0, [940, 620], (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 60, (n, 2))], 1)
+    chain = np.array([[24.0 * i, 16.0 * i, 24.0 * i + 30, 16.0 * i + 20] for i in range(30)])
+    rects = box_rects(np.concatenate([boxes, chain[::-1]]), shape, 16, int(rng.integers(0, 3)))
+    active = rng.random(shape) < 0.01
+    active[0, 0] = True  # the chain's far end moves
+    ours, ref = active.copy(), active.copy()
+    added = grow_through(ours, rects)
+    assert np.array_equal(added, _grow_by_passes(ref, rects))
+    assert np.array_equal(ours, ref) and added[-1]  # the whole chain, from its far end
