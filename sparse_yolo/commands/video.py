@@ -45,8 +45,9 @@ def video_options(f):
             "--background/--no-background",
             default=None,
             help="Windows read the sites a frame skips from the stem features of the last "
-            "frame computed in full (the first), as a fixed camera sees them, rather than a "
-            "flat colour: objects beside moving ones score as in the full frame (default: on).",
+            "frame computed in full (the first, then every --refresh), as a fixed camera sees "
+            "them, rather than a flat colour: objects beside moving ones score as in the full "
+            "frame (default: on).",
         ),
         click.option(
             "--video-masks",

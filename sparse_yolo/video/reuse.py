@@ -74,9 +74,9 @@ def grow_through(active: np.ndarray, rects: np.ndarray) -> np.ndarray:
     sizes = h * w
     owner = np.repeat(np.arange(n), sizes)  # the rectangle of each of their cells
     k = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    wk = np.repeat(w, sizes)
-    rows = np.repeat(rects[:, 0], sizes) + k // np.maximum(wk, 1)
-    cells = rows * active.shape[1] + np.repeat(rects[:, 2], sizes) + k % np.maximum(wk, 1)
+    wk = np.repeat(w, sizes)  # never 0: an empty rectangle has no cells to repeat
+    rows = np.repeat(rects[:, 0], sizes) + k // wk
+    cells = rows * active.shape[1] + np.repeat(rects[:, 2], sizes) + k % wk
     seeds = np.unique(owner[active.flat[cells]])
     order = np.argsort(cells, kind="stable")
     c, o = cells[order], owner[order]
