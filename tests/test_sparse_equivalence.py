@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import blob_cells, randomize_bn, tiny_model
 
-from sparse_yolo.sparse.active import ActivePyramid
+from sparse_yolo.sparse.active import ActiveLevel, ActivePyramid, cells_to_stride
 from sparse_yolo.sparse.backends import (
     BACKENDS,
     make_backend,
@@ -133,6 +133,22 @@ def test_flat_response_is_the_interior_of_a_large_flat_image(scale):
     before = model.stem[0].bn.running_mean.clone()
     flat_response(model.stem, colour)
     assert torch.equal(model.stem[0].bn.running_mean, before)
+
+
+@pytest.mark.parametrize("cell", [8, 16, 32])
+def test_a_level_built_from_cells_is_the_level_of_its_site_mask(cell):
+    """Sites in the same row-major order and the same index as from the upsampled mask, at
+    every stride, on empty, scattered, half and full cell masks."""
+    rng = np.random.default_rng(cell)
+    for stride in (s for s in (1, 2, 4, 8) if cell % s == 0):
+        for share in (0.0, 0.05, 0.5, 1.0):
+            cells = torch.from_numpy(rng.random((7, 11)) < share)
+            got = ActiveLevel.from_cells(cells, cell, stride)
+            want = ActiveLevel.from_mask(cells_to_stride(cells, cell, stride), stride)
+            assert got.shape == want.shape == (7 * cell // stride, 11 * cell // stride)
+            assert torch.equal(got.coords, want.coords)
+            assert torch.equal(got.index, want.index)
+            assert torch.equal(got.mask, cells_to_stride(cells, cell, stride))
 
 
 def test_gather_is_exact_across_im2col_chunks(monkeypatch):

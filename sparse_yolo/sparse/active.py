@@ -50,34 +50,69 @@ class ActiveLevel:
 
     Attributes:
         stride: pixels per site.
-        mask: (H, W) bool, active sites.
+        shape: (H, W) sites.
         coords: (N, 2) long, (y, x) of active sites in row-major order.
         index: ((H + 2) * (W + 2),) long; row of each site in the feature table of a
             one-pixel zero-padded grid, ``N`` (the zero row) where inactive.
     """
 
     stride: int
-    mask: torch.Tensor
+    shape: tuple[int, int]
     coords: torch.Tensor
     index: torch.Tensor
     _tables: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor, stride: int) -> ActiveLevel:
-        h, w = mask.shape
-        coords = torch.nonzero(mask)
+        """The level of an (H, W) bool mask of active sites."""
+        return cls._indexed(torch.nonzero(mask), tuple(mask.shape), stride)
+
+    @classmethod
+    def from_cells(cls, cells: torch.Tensor, cell: int, stride: int) -> ActiveLevel:
+        """The level of an (Hc, Wc) bool cell mask at ``stride`` (dividing ``cell``), the same
+        as :meth:`from_mask` of :func:`cells_to_stride`, built from the active cells alone:
+        at 4K the stride-2 mask has 2M sites, and finding them costs more than the layer
+        that reads them."""
+        r = cell // stride
+        hc, wc = cells.shape
+        cc = torch.nonzero(cells)  # (K, 2), row-major
+        if r == 1:
+            return cls._indexed(cc, (hc, wc), stride)
+        cy, cx = cc[:, 0], cc[:, 1]
+        # Row-major over sites is (cell row, row in the cell, cell, column in the cell): the
+        # K cells of a cell row are a run of cc, m of them starting at `first`.
+        per_row = torch.bincount(cy, minlength=hc)
+        first = (torch.cumsum(per_row, 0) - per_row)[cy]
+        m = per_row[cy]
+        j = torch.arange(len(cc), device=cells.device) - first  # place in its cell row
+        d = torch.arange(r, device=cells.device)
+        dy, dx = d.view(1, r, 1), d.view(1, 1, r)
+        at = (first * r * r)[:, None, None] + dy * (m * r)[:, None, None] + (j * r)[:, None, None]
+        at = (at + dx).reshape(-1)
+        coords = torch.empty(len(cc) * r * r, 2, dtype=torch.long, device=cells.device)
+        coords[at, 0] = (cy[:, None, None] * r + dy).expand(-1, r, r).reshape(-1)
+        coords[at, 1] = (cx[:, None, None] * r + dx).expand(-1, r, r).reshape(-1)
+        return cls._indexed(coords, (hc * r, wc * r), stride)
+
+    @classmethod
+    def _indexed(cls, coords: torch.Tensor, shape: tuple[int, int], stride: int) -> ActiveLevel:
+        h, w = shape
         n = coords.shape[0]
-        index = torch.full(((h + 2) * (w + 2),), n, dtype=torch.long, device=mask.device)
-        index[(coords[:, 0] + 1) * (w + 2) + coords[:, 1] + 1] = torch.arange(n, device=mask.device)
-        return cls(stride, mask, coords, index)
+        index = torch.full(((h + 2) * (w + 2),), n, dtype=torch.long, device=coords.device)
+        index[(coords[:, 0] + 1) * (w + 2) + coords[:, 1] + 1] = torch.arange(
+            n, device=coords.device
+        )
+        return cls(stride, (int(h), int(w)), coords, index)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(H, W) bool, active sites."""
+        h, w = self.shape
+        return self.index.view(h + 2, w + 2)[1:-1, 1:-1] != self.n
 
     @property
     def n(self) -> int:
         return int(self.coords.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return int(self.mask.shape[0]), int(self.mask.shape[1])
 
     def neighbours(self) -> torch.Tensor:
         """(N, 9) rows of the 3x3 neighbours of each active site (``N`` = zero row).
@@ -99,7 +134,8 @@ class ActiveLevel:
         w = self.shape[1] + 2
         base = (centres[:, 0] * step + 1) * w + centres[:, 1] * step + 1
         offsets = torch.tensor([dy * w + dx for dy, dx in _OFFSETS], device=base.device)
-        return self.index[base[:, None] + offsets[None, :]]
+        at = (base[:, None] + offsets[None, :]).view(-1)
+        return self.index.index_select(0, at).view(-1, len(_OFFSETS))
 
 
 class ActivePyramid:
@@ -132,7 +168,11 @@ class ActivePyramid:
     def level(self, stride: int) -> ActiveLevel:
         """Indexed active sites at ``stride`` (built lazily, then cached)."""
         if stride not in self._levels:
-            self._levels[stride] = ActiveLevel.from_mask(self.mask(stride), stride)
+            if self.cells.dim() == 2:
+                level = ActiveLevel.from_cells(self.cells, self.cell, stride)
+            else:
+                level = ActiveLevel.from_mask(self.mask(stride), stride)
+            self._levels[stride] = level
         return self._levels[stride]
 
     @functools.cached_property
