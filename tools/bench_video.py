@@ -14,7 +14,8 @@ on (a) the real indoor clip (768x432) and (b) a 3840x2160 surveillance-style cli
 composed from real imagery (a static real background, real object crops moving over it,
 under 5% of the area moving), under each sensor noise model of ``--noise``: ``camera``
 (a real static camera's: most pixels exactly unchanged between frames) and ``iid`` (fresh
-noise on every pixel of every frame, the harder case). Dense and gradient are timed on
+noise on every pixel of every frame, the harder case) or ``none`` (a perfectly still
+background). Dense and gradient are timed on
 every ``--every``-th frame (their cost per frame is stationary); the video path runs every
 frame, warm-up and refreshes included. Times are compute only (decoding and composing
 frames are shared and overlap inference).
