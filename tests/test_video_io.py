@@ -312,6 +312,18 @@ def test_reuse_sees_changes_since_a_cell_was_computed():
     assert not reuse.changed(reuse.coarse(drifted), grid.shape).any()
 
 
+@pytest.mark.parametrize(("h", "w", "step"), [(2160, 3840, 6), (1080, 1920, 4), (1001, 1502, 4)])
+def test_reuse_coarse_copy_is_every_step_th_pixel(h, w, step):
+    """OpenCV picks the pixels when the frame is a multiple of the step (4K: step 6,
+    Full HD: 4), numpy otherwise: the same grey copy either way."""
+    reuse = Reuse(16, 0.25, VideoConfig())
+    frame = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    view = reuse.coarse(frame)
+    assert reuse.step == step
+    want = cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_BGR2GRAY)
+    assert view.dtype == np.int16 and np.array_equal(view, want.astype(np.int16))
+
+
 def test_reuse_by_default_on_full_hd_and_larger():
     small, large = np.zeros((432, 768, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8)
     for image, on in ((small, False), (large, True)):
