@@ -224,13 +224,14 @@ class RowsBackend(SparseBackend):
         dx = torch.arange(bw, device=boxes.device)
         ys = boxes[:, 0, None, None] + 1 + dy[None, :, None]
         xs = boxes[:, 1, None, None] + 1 + dx[None, None, :]
-        idx = x.level.index[ys * (w + 2) + xs]  # (B, bh, bw) rows, N where inactive
+        # (B, bh, bw) rows, N where inactive (index_select: a third of indexing's time)
+        idx = x.level.index.index_select(0, (ys * (w + 2) + xs).view(-1)).view(b, bh, bw)
         table = x.feats
         if fill is not None and fill.dim() == 3:  # a map: each inactive site reads its own
             return rows_over_map(table, idx, (ys - 1) * w + xs - 1, fill)
         if fill is not None:  # the last row is what inactive sites read
             table = torch.cat([table[:-1], fill[None].to(table.dtype)])
-        return table[idx.view(-1)].view(b, bh, bw, -1).permute(0, 3, 1, 2)
+        return table.index_select(0, idx.view(-1)).view(b, bh, bw, -1).permute(0, 3, 1, 2)
 
     def conv_cat(self, m: nn.Module, xs: list[Rows]) -> Rows:
         if conv_kind(m) != "pointwise":
@@ -302,7 +303,7 @@ class GatherBackend(RowsBackend):
         for i in range(0, level.n, step):
             c = level.coords[i : i + step]
             base = (c[:, 0] * 2) * (wp + 2) + c[:, 1] * 2  # top-left of the 3x3 in padded
-            pix = flat[(base[:, None] + offsets).reshape(-1)]
+            pix = flat.index_select(0, (base[:, None] + offsets).reshape(-1))
             cols = pix.view(-1, 27).to(weight.dtype)
             torch.addmm(bias, cols, cols_w, out=out[i : min(i + step, level.n)])
         return out

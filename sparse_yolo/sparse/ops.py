@@ -195,8 +195,9 @@ def rows_over_map(
         (B, C, bh, bw) channels-last windows.
     """
     b, bh, bw = idx.shape
-    out = fill.permute(1, 2, 0).reshape(-1, fill.shape[0])[sites.view(-1)].to(table.dtype)
+    rows = fill.permute(1, 2, 0).reshape(-1, fill.shape[0])
+    out = rows.index_select(0, sites.view(-1)).to(table.dtype)
     idx = idx.view(-1)
     active = (idx < len(table) - 1).nonzero().squeeze(1)
-    out[active] = table[idx[active]]
+    out.index_copy_(0, active, table.index_select(0, idx.index_select(0, active)))
     return out.view(b, bh, bw, -1).permute(0, 3, 1, 2)
