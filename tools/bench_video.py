@@ -13,11 +13,10 @@ each frame goes through
 on (a) the real indoor clip (768x432) and (b) a 3840x2160 surveillance-style clip
 composed from real imagery (a static real background, real object crops moving over it,
 under 5% of the area moving), under each sensor noise model of ``--noise``: ``camera``
-(a real static camera's: most pixels exactly unchanged between frames) and ``iid`` (fresh
+(a real static camera's: most pixels exactly unchanged between frames), ``iid`` (fresh
 noise on every pixel of every frame, the harder case) or ``none`` (a perfectly still
-background). Dense and gradient are timed on
-every ``--every``-th frame (their cost per frame is stationary); the video path runs every
-frame, warm-up and refreshes included. Times are compute only (decoding and composing
+background). Dense and gradient are timed on every ``--every``-th frame (their cost per
+frame is stationary); the video path runs every frame, warm-up and refreshes included. Times are compute only (decoding and composing
 frames are shared and overlap inference).
 
 Recall: share of dense detections (IoU >= 0.5, same class) each method finds on the
@@ -79,8 +78,8 @@ def uhd_clip(
 ) -> tuple[Iterator[Frame], float]:
     """3840x2160 frames: boats.jpg upscaled 2x, with the CROPS walking and driving across
     (two of them stop half-way; without ``objects`` the background alone), under the
-    ``noise`` model of ``synth.frames`` (``none``: no noise). Returns the frames and the share of pixels
-    moving."""
+    ``noise`` model of ``synth.frames`` (``none``: no noise). Returns the frames and the
+    share of pixels moving."""
     data = SHARED / "data"
     bg = cv2.imread(str(data / "aerial" / "boats.jpg"))
     bg = cv2.resize(bg, (3840, 2160), interpolation=cv2.INTER_CUBIC)
